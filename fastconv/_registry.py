@@ -1,0 +1,115 @@
+"""The one table of implementations: ``REGISTRY[op][method]``.
+
+The public API dispatches through it, the tests parametrize over it and ``bench/`` times it. Adding a
+method is one entry here. Fast methods are named by module path and imported on first use, so that
+``import fastconv`` loads neither numba nor any compiled code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+OPS = ("conv2d", "max_pool2d", "avg_pool2d")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One implementation of one op: a module holding ``forward`` and ``backward`` functions.
+
+    ``requires`` names the importable packages it needs; a method whose requirement does not import is
+    not available, and calling it explicitly raises ImportError saying why.
+    """
+
+    module: str
+    forward_name: str
+    backward_name: str
+    requires: tuple[str, ...] = ()
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def _load(self, name: str) -> Callable[..., Any]:
+        fn = self._cache.get(name)
+        if fn is None:
+            fn = getattr(importlib.import_module(self.module), name)
+            self._cache[name] = fn
+        return fn
+
+    @property
+    def forward(self) -> Callable[..., Any]:
+        return self._load(self.forward_name)
+
+    @property
+    def backward(self) -> Callable[..., Any]:
+        return self._load(self.backward_name)
+
+
+def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
+    return Method(module, f"{op}_forward", f"{op}_backward", requires)
+
+
+REGISTRY: dict[str, dict[str, Method]] = {
+    "conv2d": {
+        "naive": _entries("conv2d", "fastconv.naive"),
+    },
+    "max_pool2d": {
+        "naive": _entries("max_pool2d", "fastconv.naive"),
+    },
+    "avg_pool2d": {
+        "naive": _entries("avg_pool2d", "fastconv.naive"),
+    },
+}
+
+_import_errors: dict[str, str | None] = {}
+
+
+def requirement_error(package: str) -> str | None:
+    """None when ``package`` imports, else the reason it does not (remembered for the process)."""
+    if package not in _import_errors:
+        try:
+            importlib.import_module(package)
+            _import_errors[package] = None
+        except Exception as exc:  # a broken install raises more than ImportError
+            _import_errors[package] = f"{type(exc).__name__}: {exc}"
+    return _import_errors[package]
+
+
+def _check_op(op: str) -> dict[str, Method]:
+    try:
+        return REGISTRY[op]
+    except KeyError:
+        raise ValueError(f"op must be one of {OPS}, got {op!r}") from None
+
+
+def available_methods(op: str) -> tuple[str, ...]:
+    """The concrete methods of ``op`` that can run here (their requirements import)."""
+    return tuple(
+        name
+        for name, m in _check_op(op).items()
+        if all(requirement_error(p) is None for p in m.requires)
+    )
+
+
+def resolve(op: str, method: object, geometry: Any, dtype: np.dtype) -> Method:
+    """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors."""
+    table = _check_op(op)
+    if method == "auto":
+        from ._auto import choose
+
+        method = choose(op, geometry, dtype, available_methods(op))
+    if not isinstance(method, str) or method not in table:
+        raise ValueError(
+            f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"
+        )
+    impl = table[method]
+    for package in impl.requires:
+        reason = requirement_error(package)
+        if reason is not None:
+            raise ImportError(
+                f"method={method!r} needs {package}, which does not import here ({reason}); "
+                f"method='naive' works without it"
+            )
+    return impl

@@ -1,0 +1,58 @@
+"""Every registered method against naive, over the shared tables, forward and backward, both dtypes.
+
+A method added to fastconv's registry is picked up here with no edit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from tables import CONV_CASES, DTYPES, OPS, assert_close, fast_methods, ids, pool_cases
+
+import fastconv
+
+POOL_FNS = {
+    "max_pool2d": (fastconv.max_pool2d_forward, fastconv.max_pool2d_backward),
+    "avg_pool2d": (fastconv.avg_pool2d_forward, fastconv.avg_pool2d_backward),
+}
+
+CONV_PARAMS = [(m, *case) for m in fast_methods("conv2d") for case in CONV_CASES]
+POOL_PARAMS = [
+    (op, m, shape, kw) for op in OPS if op != "conv2d" for m in fast_methods(op)
+    for shape, kw in pool_cases(op)
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method,xs,ws,kw,bias", CONV_PARAMS, ids=ids(CONV_PARAMS))
+def test_conv_method_matches_naive(method, xs, ws, kw, bias, dtype, rng):
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
+    expected = fastconv.conv2d_forward(x, w, b, method="naive", **kw)
+    assert_close(fastconv.conv2d_forward(x, w, b, method=method, **kw), expected, dtype, "out")
+
+    dout = rng.standard_normal(expected.shape).astype(dtype)
+    got = fastconv.conv2d_backward(dout, x, w, method=method, **kw)
+    ref = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)
+    for name, a, e in zip(("dx", "dw", "db"), got, ref):
+        assert_close(a, e, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("values", ["random", "ties", "nan_inf"])
+@pytest.mark.parametrize("op,method,shape,kw", POOL_PARAMS, ids=ids(POOL_PARAMS))
+def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
+    if values == "random":
+        x = rng.standard_normal(shape)
+    else:  # few distinct values: ties in most windows
+        x = rng.integers(-1, 2, size=shape).astype(np.float64)
+        if values == "nan_inf":
+            x[rng.random(shape) < 0.1] = np.nan
+            x[rng.random(shape) < 0.1] = -np.inf
+            x[rng.random(shape) < 0.05] = np.inf
+    x = x.astype(dtype)
+    fwd, bwd = POOL_FNS[op]
+    expected = fwd(x, method="naive", **kw)
+    assert_close(fwd(x, method=method, **kw), expected, dtype, "out")
+    dout = rng.standard_normal(expected.shape).astype(dtype)
+    assert_close(bwd(dout, x, method=method, **kw), bwd(dout, x, method="naive", **kw), dtype, "dx")
