@@ -54,6 +54,7 @@ def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
 REGISTRY: dict[str, dict[str, Method]] = {
     "conv2d": {
         "naive": _entries("conv2d", "fastconv.naive"),
+        "jit": _entries("conv2d", "fastconv.jit.conv", ("numba",)),
     },
     "max_pool2d": {
         "naive": _entries("max_pool2d", "fastconv.naive"),

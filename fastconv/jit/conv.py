@@ -1,0 +1,303 @@
+"""conv2d with numba: the notes' loops, restructured for the CPU.
+
+Forward: the input is padded once and its columns split by phase (column mod stride), so that every tap
+reads a contiguous run of input for a run of output columns. Each parallel task owns one output row of
+FB output channels and keeps an FB x VL tile of the row in vector registers while it loops over input
+channels and taps (``_fwd_tiles``).
+
+Backward, dx: split by output phase (dx position mod stride), each phase is a stride-1 convolution of the
+upstream gradient with the transposed, flipped sub-kernel of the taps that reach it; it runs on the same
+tile kernel. No zero-inserted gradient is ever formed, so no 0 * inf terms appear that naive lacks.
+
+Backward, dw: each task owns dw for FB output channels and a block of input channels, and reduces over the
+batch in chunks that stay in cache, again with FB x VL register tiles.
+
+Every task writes only what it owns and reduces in a fixed order, so results are bitwise identical for
+any thread count.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from .._params import ConvGeometry
+from ._numba import inline, kernel, launch, stack_empty
+
+VL = 16  # output columns per register tile
+ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
+FB = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}  # output channels per tile
+
+
+# ------------------------------------------------------------------------------------------- packing
+@kernel
+def _pack(src, dst, row0, col0, sw):
+    """dst[n, c, r, p, j] = src[n, c, r - row0, j*sw + p - col0], zero outside src."""
+    N, C, R, P, J = dst.shape
+    H, W = src.shape[2], src.shape[3]
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for r in range(R):
+            h = r - row0
+            for p in range(P):
+                out = dst[n, c, r, p]
+                if h < 0 or h >= H:
+                    out[:] = 0
+                    continue
+                # j*sw + p - col0 lies in [0, W) for j in [jlo, jhi)
+                jlo = min(J, max(0, -((p - col0) // sw)))
+                jhi = min(J, max(jlo, (W - 1 + col0 - p) // sw + 1))
+                row = src[n, c, h]
+                out[:jlo] = 0
+                for j in range(jlo, jhi):
+                    out[j] = row[j * sw + p - col0]
+                out[jhi:] = 0
+
+
+def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw: int) -> np.ndarray:
+    xpk = np.empty((x.shape[0], x.shape[1], rows, sw, cols), x.dtype)
+    launch(_pack, x, xpk, row0, col0, sw)
+    return xpk
+
+
+def _packed_weights(wt: np.ndarray, groups: int, fb: int) -> np.ndarray:
+    """(groups * M, K, KH, KW) -> (groups, ceil(M / fb), K, KH, KW, fb), output channels innermost and
+    zero-filled to a whole number of tiles."""
+    M, K, KH, KW = wt.shape
+    Mg = M // groups
+    nb = -(-Mg // fb)
+    wpk = np.zeros((groups, nb, K, KH, KW, fb), wt.dtype)
+    w5 = wt.reshape(groups, Mg, K, KH, KW)
+    for b in range(nb):
+        m0, m1 = b * fb, min(Mg, b * fb + fb)
+        wpk[:, b, :, :, :, : m1 - m0] = w5[:, m0:m1].transpose(0, 2, 3, 4, 1)
+    return wpk
+
+
+def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where tap kw reads in the phase-split input: phase (kw*dw) % sw, offset (kw*dw) // sw."""
+    taps = np.arange(KW) * dw
+    return (taps % sw).astype(np.intp), (taps // sw).astype(np.intp)
+
+
+# ------------------------------------------------------------------------------------ forward tiles
+@inline
+def _fwd_tiles(fb, xpk, wpk, bias, out, sh, dh, colph, coloff):
+    """out[n, g*Mg + m, i, j] = bias + sum_{k, a, e} wpk[g, m // fb, k, a, e, m % fb]
+    * xpk[n, g*K + k, i*sh + a*dh, colph[e], j + coloff[e]]."""
+    N, M, Ho, Wo = out.shape
+    G, nb, K, KH, KW, _ = wpk.shape
+    Mg = M // G
+    nch = (Wo + VL - 1) // VL
+    for task in prange(N * G * nb * Ho):
+        i = task % Ho
+        r = task // Ho
+        b = r % nb
+        r //= nb
+        g = r % G
+        n = r // G
+        acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, VL))
+        mcount = min(fb, Mg - b * fb)
+        for ch in range(nch):
+            j0 = ch * VL
+            for m in range(fb):
+                for t in range(VL):
+                    acc[m, t] = 0
+            for k in range(K):
+                for a in range(KH):
+                    plane = xpk[n, g * K + k, i * sh + a * dh]
+                    for e in range(KW):
+                        # Slices, not xrow[base + t]: an index LLVM cannot prove non-negative gets
+                        # numba's wraparound code per lane and turns the load into a gather.
+                        base = j0 + coloff[e]
+                        xs = plane[colph[e], base : base + VL]
+                        wv = wpk[g, b, k, a, e]
+                        for t in range(VL):
+                            xv = xs[t]
+                            for m in range(fb):
+                                acc[m, t] += wv[m] * xv
+            tmax = min(VL, Wo - j0)
+            for m in range(mcount):
+                oc = g * Mg + b * fb + m
+                bv = bias[oc]
+                orow = out[n, oc, i]
+                for t in range(tmax):
+                    orow[j0 + t] = acc[m, t] + bv
+
+
+@kernel
+def _fwd_f32(xpk, wpk, bias, out, sh, dh, colph, coloff):
+    _fwd_tiles(16, xpk, wpk, bias, out, sh, dh, colph, coloff)
+
+
+@kernel
+def _fwd_f64(xpk, wpk, bias, out, sh, dh, colph, coloff):
+    _fwd_tiles(8, xpk, wpk, bias, out, sh, dh, colph, coloff)
+
+
+_FWD = {np.dtype(np.float32): _fwd_f32, np.dtype(np.float64): _fwd_f64}
+
+
+def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff) -> None:
+    fb = FB[out.dtype]
+    launch(_FWD[out.dtype], xpk, _packed_weights(wt, groups, fb), bias, out, sh, dh, colph, coloff)
+
+
+# ------------------------------------------------------------------------------------------- forward
+def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    nch = -(-g.Wo // VL)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cols = nch * VL + int(coloff[-1])
+    xpk = _packed_input(x, rows, cols, g.pt, g.pl, g.sw)
+    bias = np.zeros(g.F, x.dtype) if b is None else b
+    out = np.empty((g.N, g.F, g.Ho, g.Wo), x.dtype)
+    _run_tiles(xpk, w, g.groups, bias, out, g.sh, g.dh, colph, coloff)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- backward dx
+def _phase_taps(r: int, K: int, d: int, s: int) -> tuple[list[int], int]:
+    """Taps k whose padded position k*d is congruent to r mod s, and their spacing in dout (in rows)."""
+    taps = [k for k in range(K) if (k * d - r) % s == 0]
+    step = (taps[1] - taps[0]) * d // s if len(taps) > 1 else 1
+    return taps, step
+
+
+def _phase_range(r: int, pad: int, size: int, s: int) -> tuple[int, int]:
+    """First q and count of padded positions q*s + r that fall inside the unpadded input."""
+    q0 = -((r - pad) // s)  # ceil((pad - r) / s)
+    q1 = (pad + size - 1 - r) // s
+    return q0, max(0, q1 - q0 + 1)
+
+
+def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    dtype = dout.dtype
+    # Transposed kernel: dx's channels are the outputs, dout's channels the inputs, per group.
+    wt = w.reshape(g.groups, g.Fg, g.Cg, g.KH, g.KW).transpose(0, 2, 1, 3, 4)
+    wt = wt.reshape(g.C, g.Fg, g.KH, g.KW)
+    strided = g.sh > 1 or g.sw > 1
+    # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
+    dx = np.zeros((g.N, g.C, g.H, g.W), dtype) if strided else np.empty((g.N, g.C, g.H, g.W), dtype)
+    for rh in range(g.sh):
+        qh, nh = _phase_range(rh, g.pt, g.H, g.sh)
+        taps_h, step_h = _phase_taps(rh, g.KH, g.dh, g.sh)
+        if nh == 0 or not taps_h:
+            continue
+        for rw in range(g.sw):
+            qw, nw = _phase_range(rw, g.pl, g.W, g.sw)
+            taps_w, step_w = _phase_taps(rw, g.KW, g.dw, g.sw)
+            if nw == 0 or not taps_w:
+                continue
+            # dx[q] = sum_t w[tap_t] * dout[q - m_t], m_t = (tap_t*d - r) // s, taps flipped so that
+            # the source index grows with the tap: source = q - m_last + a * step.
+            base_h = qh - (taps_h[-1] * g.dh - rh) // g.sh
+            base_w = qw - (taps_w[-1] * g.dw - rw) // g.sw
+            th, tw = len(taps_h), len(taps_w)
+            nch = -(-nw // VL)
+            src = _packed_input(dout, nh + (th - 1) * step_h, nch * VL + (tw - 1) * step_w,
+                                -base_h, -base_w, 1)
+            wsub = np.ascontiguousarray(wt[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
+            coloff = (np.arange(tw) * step_w).astype(np.intp)
+            colph = np.zeros(tw, np.intp)
+            out = np.empty((g.N, g.C, nh, nw), dtype) if strided else dx
+            _run_tiles(src, wsub, g.groups, np.zeros(g.C, dtype), out, 1, step_h, colph, coloff)
+            if strided:
+                h0, w0 = qh * g.sh + rh - g.pt, qw * g.sw + rw - g.pl
+                dx[:, :, h0 :: g.sh, w0 :: g.sw][:, :, :nh, :nw] = out
+    return dx
+
+
+# ---------------------------------------------------------------------------------------- backward dw
+QB = 16  # taps (input channel, kh, kw) per dw tile
+
+
+@inline
+def _dw_tiles(mv, dT, xpk, offq, dwt, sh):
+    """dwt[g, mb, q, t] = sum_{n, i, j} dT[n, i, j, g*Mp + mb*mv + t] * xflat[n][offq[g, q] + i*sh*row + j]
+
+    where xflat[n] is xpk[n] flattened and row is one packed input row (all phases). Each task owns one
+    tile of QB taps x mv output channels and keeps it in registers over the whole batch."""
+    N, Ho, Wo, Fp = dT.shape
+    G, nmb, Q, _ = dwt.shape
+    row = xpk.shape[3] * xpk.shape[4]
+    nqb = Q // QB
+    for task in prange(G * nmb * nqb):
+        qb = task % nqb
+        r = task // nqb
+        mb = r % nmb
+        g = r // nmb
+        m0 = (g * nmb + mb) * mv
+        acc = numba.carray(stack_empty(ACC, xpk.dtype), (QB, mv))
+        xq = numba.carray(stack_empty(QB, xpk.dtype), (QB,))
+        for q in range(QB):
+            for t in range(mv):
+                acc[q, t] = 0
+        offs = offq[g, qb * QB : qb * QB + QB]
+        # Unsigned indices below skip numba's negative-index wraparound code, whose branches would keep
+        # LLVM from holding the tile in registers.
+        for n in range(N):
+            xn = xpk[n].reshape(-1)
+            dn = dT[n].reshape(-1)
+            for i in range(Ho):
+                pos = i * sh * row
+                for j in range(Wo):
+                    dbase = (i * Wo + j) * Fp + m0
+                    for q in range(QB):
+                        xq[q] = xn[np.uint64(offs[q] + pos + j)]
+                    # t outermost and q innermost: LLVM unrolls q and vectorizes t, as in _fwd_tiles
+                    for t in range(mv):
+                        d = dn[np.uint64(dbase + t)]
+                        for q in range(QB):
+                            acc[q, t] += xq[q] * d
+        out = dwt[g, mb, qb * QB : qb * QB + QB]
+        for q in range(QB):
+            for t in range(mv):
+                out[q, t] = acc[q, t]
+
+
+@kernel
+def _dw_f32(dT, xpk, offq, dwt, sh):
+    _dw_tiles(16, dT, xpk, offq, dwt, sh)
+
+
+@kernel
+def _dw_f64(dT, xpk, offq, dwt, sh):
+    _dw_tiles(8, dT, xpk, offq, dwt, sh)
+
+
+_DW = {np.dtype(np.float32): (_dw_f32, 16), np.dtype(np.float64): (_dw_f64, 8)}
+
+
+def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    dtype = x.dtype
+    fn, mv = _DW[dtype]
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    cols = g.Wo + int(coloff[-1])
+    xpk = _packed_input(x, rows, cols, g.pt, g.pl, g.sw)
+    _, _, R, P, J = xpk.shape
+    # Where tap q = (k, kh, kw) of group gi starts in one image's flattened packed input.
+    k, a, e = np.meshgrid(np.arange(g.Cg), np.arange(g.KH), np.arange(g.KW), indexing="ij")
+    offq = (k * R + a * g.dh) * (P * J) + colph[e] * J + coloff[e]
+    Q = g.Cg * g.KH * g.KW
+    nq = -(-Q // QB) * QB
+    offq = np.concatenate([offq.reshape(-1), np.zeros(nq - Q, offq.dtype)])  # padding taps: discarded
+    offq = (offq[None, :] + (np.arange(g.groups) * g.Cg * R * P * J)[:, None]).astype(np.intp)
+    # dout transposed so output channels are contiguous, each group zero-filled to whole tiles.
+    nmb = -(-g.Fg // mv)
+    dT = np.zeros((g.N, g.Ho, g.Wo, g.groups, nmb * mv), dtype)
+    dT[..., : g.Fg] = dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo).transpose(0, 3, 4, 1, 2)
+    dT = dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
+    dwt = np.empty((g.groups, nmb, nq, mv), dtype)
+    launch(fn, dT, xpk, offq, dwt, g.sh)
+    dw = dwt[:, :, :Q, :].transpose(0, 1, 3, 2).reshape(g.groups, nmb * mv, Q)[:, : g.Fg]
+    return np.ascontiguousarray(dw.reshape(g.F, g.Cg, g.KH, g.KW))
+
+
+def conv2d_backward(
+    dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+    return _conv_dx(dout, w, g), _conv_dw(dout, x, g), db
