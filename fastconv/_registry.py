@@ -58,9 +58,11 @@ REGISTRY: dict[str, dict[str, Method]] = {
     },
     "max_pool2d": {
         "naive": _entries("max_pool2d", "fastconv.naive"),
+        "jit": _entries("max_pool2d", "fastconv.jit.pool", ("numba",)),
     },
     "avg_pool2d": {
         "naive": _entries("avg_pool2d", "fastconv.naive"),
+        "jit": _entries("avg_pool2d", "fastconv.jit.pool", ("numba",)),
     },
 }
 

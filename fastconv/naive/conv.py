@@ -11,6 +11,9 @@ import numpy as np
 
 from .._params import ConvGeometry
 
+# inf - inf and the like give NaN silently, as in the compiled methods and in PyTorch.
+_quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
 
 def _pad(x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     xp = np.zeros((g.N, g.C, g.H + g.pt + g.pb, g.W + g.pl + g.pr), dtype=x.dtype)
@@ -29,6 +32,7 @@ def _window(g: ConvGeometry, f: int, i: int, j: int) -> tuple[slice, slice, slic
     )
 
 
+@_quiet
 def conv2d_forward(
     x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry
 ) -> np.ndarray:
@@ -44,6 +48,7 @@ def conv2d_forward(
     return out
 
 
+@_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

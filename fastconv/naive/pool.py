@@ -13,6 +13,9 @@ import numpy as np
 
 from .._params import PoolGeometry
 
+# inf - inf and the like give NaN silently, as in the compiled methods and in PyTorch.
+_quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")
+
 
 def _taps(start: int, k: int, d: int, size: int) -> np.ndarray:
     """Input indices start, start + d, ..., of a window of k taps that lie inside [0, size)."""
@@ -27,6 +30,7 @@ def _window(g: PoolGeometry, i: int, j: int) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+@_quiet
 def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = np.empty((g.N, g.C, g.Ho, g.Wo), dtype=x.dtype)
     for n in range(g.N):
@@ -46,6 +50,7 @@ def _argmax_like_pytorch(win: np.ndarray) -> int:
     return int(np.argmax(flat))  # first maximum
 
 
+@_quiet
 def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = np.zeros_like(x)
     for n in range(g.N):
@@ -67,6 +72,7 @@ def _divisor(g: PoolGeometry, i: int, j: int, rows: np.ndarray, cols: np.ndarray
     return (h1 - h0) * (w1 - w0)
 
 
+@_quiet
 def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = np.empty((g.N, g.C, g.Ho, g.Wo), dtype=x.dtype)
     for n in range(g.N):
@@ -79,6 +85,7 @@ def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     return out
 
 
+@_quiet
 def avg_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = np.zeros_like(x)
     for n in range(g.N):

@@ -1,0 +1,220 @@
+"""Max and average pooling with numba.
+
+Each parallel task owns one (n, c) plane of the output and of dx, so no two threads ever write the same
+element and overlapping windows accumulate in a fixed order. Within a plane the work goes tap by tap over
+a whole output row (``ow`` innermost), which LLVM vectorizes, instead of window by window.
+
+Max-pool follows PyTorch's CPU kernel exactly: the running maximum starts at -inf with the window's first
+in-bounds element as its index, and an element replaces it when it is greater or NaN. So the first
+maximum in row-major order wins, a NaN wins over everything, and of several NaNs the last one wins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .._params import PoolGeometry
+from ._numba import inline, kernel, launch
+
+
+def _ow_ranges(g: PoolGeometry) -> np.ndarray:
+    """(2, KW): the output columns [lo[e], hi[e]) whose tap e falls inside the input, where the tap reads
+    input column ow*sw + e*dw - pw."""
+    off = np.arange(g.KW) * g.dw - g.pw
+    lo = np.clip(-(off // g.sw), 0, g.Wo)  # ceil(-off / sw), at least 0
+    hi = np.clip((g.W - 1 - off) // g.sw + 1, lo, g.Wo)
+    return np.stack([lo, hi]).astype(np.intp)
+
+
+@inline
+def _max_row(xrow, orow, lo, hi, sw, off):
+    """orow[j] = max(orow[j], xrow[j*sw + off]) for j in [lo, hi), NaN winning (PyTorch's rule)."""
+    # Slices and a loop from 0: the form LLVM vectorizes (range(lo, hi) or a computed index is not).
+    xs = xrow[lo * sw + off :]
+    os = orow[lo:hi]
+    for j in range(hi - lo):
+        v = xs[j * sw]
+        m = os[j]
+        os[j] = v if (v > m) | (v != v) else m
+
+
+@inline
+def _argmax_row(xrow, best, tap, lo, hi, sw, off, t):
+    """The running max of each window and which tap holds it, updated with tap number t of one row.
+
+    The tap number is kept in an array of x's own dtype (exact for any kernel size) so that every array
+    in the loop has the same lane width and LLVM vectorizes it."""
+    xs = xrow[lo * sw + off :]
+    bs = best[lo:hi]
+    ts = tap[lo:hi]
+    for j in range(hi - lo):
+        v = xs[j * sw]
+        b = bs[j]
+        take = (v > b) | (v != v)  # bitwise: no short-circuit branch
+        bs[j] = v if take else b
+        ts[j] = t if take else ts[j]
+
+
+@kernel
+def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
+    N, C, H, W = x.shape
+    Ho = out.shape[2]
+    lo, hi = ranges[0], ranges[1]
+    for p in prange(N * C):
+        n, c = p // C, p % C
+        plane = x[n, c]
+        for i in range(Ho):
+            orow = out[n, c, i]
+            orow[:] = -np.inf
+            for a in range(KH):
+                ih = i * sh + a * dh - ph
+                if ih < 0 or ih >= H:
+                    continue
+                xrow = plane[ih]
+                for e in range(KW):
+                    off = e * dw - pw
+                    if sw == 1:  # constant strides let LLVM vectorize the (interleaved) loads
+                        _max_row(xrow, orow, lo[e], hi[e], 1, off)
+                    elif sw == 2:
+                        _max_row(xrow, orow, lo[e], hi[e], 2, off)
+                    else:
+                        _max_row(xrow, orow, lo[e], hi[e], sw, off)
+
+
+@kernel
+def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
+    N, C, H, W = x.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    lo, hi = ranges[0], ranges[1]
+    # tap number -> its row and column offset in the window (no integer division per output)
+    tap_row = np.empty(KH * KW, np.intp)
+    tap_col = np.empty(KH * KW, np.intp)
+    for a in range(KH):
+        for e in range(KW):
+            tap_row[a * KW + e] = a * dh
+            tap_col[a * KW + e] = e * dw
+    for p in prange(N * C):
+        n, c = p // C, p % C
+        plane = x[n, c]
+        dplane = dx[n, c]
+        dplane[:, :] = 0
+        best = np.empty(Wo, x.dtype)
+        tap = np.empty(Wo, x.dtype)
+        for i in range(Ho):
+            # Until something beats -inf, a window's gradient goes to its first in-bounds element.
+            a0 = 0 if i * sh >= ph else -((i * sh - ph) // dh)  # ceil((ph - i*sh) / dh)
+            for j in range(Wo):
+                e0 = 0 if j * sw >= pw else -((j * sw - pw) // dw)
+                best[j] = -np.inf
+                tap[j] = a0 * KW + e0
+            for a in range(KH):
+                ih = i * sh + a * dh - ph
+                if ih < 0 or ih >= H:
+                    continue
+                xrow = plane[ih]
+                for e in range(KW):
+                    off = e * dw - pw
+                    t = x.dtype.type(a * KW + e)
+                    if sw == 1:
+                        _argmax_row(xrow, best, tap, lo[e], hi[e], 1, off, t)
+                    elif sw == 2:
+                        _argmax_row(xrow, best, tap, lo[e], hi[e], 2, off, t)
+                    else:
+                        _argmax_row(xrow, best, tap, lo[e], hi[e], sw, off, t)
+            grow = dout[n, c, i]
+            for j in range(Wo):
+                k = int(tap[j])
+                dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
+
+
+def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: bool) -> np.ndarray:
+    """Per output position along one axis: how many taps count toward the divisor (PyTorch's rule: the
+    window clipped to the padded input, or to the input alone without count_include_pad)."""
+    start = np.arange(out_size) * s - p
+    end = np.minimum(start + k, size + p)
+    if not include_pad:
+        start, end = np.maximum(start, 0), np.minimum(end, size)
+    return (end - start).astype(np.intp)
+
+
+@kernel
+def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
+    N, C, H, W = x.shape
+    Ho, Wo = out.shape[2], out.shape[3]
+    lo, hi = ranges[0], ranges[1]
+    for p in prange(N * C):
+        n, c = p // C, p % C
+        plane = x[n, c]
+        for i in range(Ho):
+            orow = out[n, c, i]
+            orow[:] = 0
+            for a in range(KH):
+                ih = i * sh + a - ph
+                if ih < 0 or ih >= H:
+                    continue
+                xrow = plane[ih]
+                for e in range(KW):
+                    off = e - pw
+                    for j in range(lo[e], hi[e]):
+                        orow[j] += xrow[j * sw + off]
+            for j in range(Wo):
+                orow[j] = orow[j] / (hcnt[i] * wcnt[j])
+
+
+@kernel
+def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
+    N, C, H, W = dx.shape
+    Ho, Wo = dout.shape[2], dout.shape[3]
+    lo, hi = ranges[0], ranges[1]
+    for p in prange(N * C):
+        n, c = p // C, p % C
+        dplane = dx[n, c]
+        dplane[:, :] = 0
+        share = np.empty(Wo, dx.dtype)
+        for i in range(Ho):
+            grow = dout[n, c, i]
+            for j in range(Wo):
+                share[j] = grow[j] / (hcnt[i] * wcnt[j])
+            for a in range(KH):
+                ih = i * sh + a - ph
+                if ih < 0 or ih >= H:
+                    continue
+                drow = dplane[ih]
+                for e in range(KW):
+                    off = e - pw
+                    for j in range(lo[e], hi[e]):
+                        drow[j * sw + off] += share[j]
+
+
+def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
+    launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
+    return out
+
+
+def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    dx = np.empty_like(x)
+    launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
+    return dx
+
+
+def _counts(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        _avg_counts(g.H, g.KH, g.sh, g.ph, g.Ho, g.count_include_pad),
+        _avg_counts(g.W, g.KW, g.sw, g.pw, g.Wo, g.count_include_pad),
+    )
+
+
+def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
+    hcnt, wcnt = _counts(g)
+    launch(_avg_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
+    return out
+
+
+def avg_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
+    dx = np.empty_like(x)
+    hcnt, wcnt = _counts(g)
+    launch(_avg_bwd, dout, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
+    return dx
