@@ -55,6 +55,7 @@ REGISTRY: dict[str, dict[str, Method]] = {
     "conv2d": {
         "naive": _entries("conv2d", "fastconv.naive"),
         "jit": _entries("conv2d", "fastconv.jit.conv", ("numba",)),
+        "im2col": _entries("conv2d", "fastconv.im2col.conv", ("numba",)),
     },
     "max_pool2d": {
         "naive": _entries("max_pool2d", "fastconv.naive"),

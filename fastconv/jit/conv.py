@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from .._params import ConvGeometry
+from .._workspace import scratch
 from ._numba import inline, kernel, launch, stack_empty
 
 VL = 16  # output columns per register tile
@@ -56,7 +57,8 @@ def _pack(src, dst, row0, col0, sw):
 
 
 def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw: int) -> np.ndarray:
-    xpk = np.empty((x.shape[0], x.shape[1], rows, sw, cols), x.dtype)
+    shape = (x.shape[0], x.shape[1], rows, sw, cols)
+    xpk = scratch("packed", int(np.prod(shape)), x.dtype).reshape(shape)
     launch(_pack, x, xpk, row0, col0, sw)
     return xpk
 
@@ -287,8 +289,10 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     offq = (offq[None, :] + (np.arange(g.groups) * g.Cg * R * P * J)[:, None]).astype(np.intp)
     # dout transposed so output channels are contiguous, each group zero-filled to whole tiles.
     nmb = -(-g.Fg // mv)
-    dT = np.zeros((g.N, g.Ho, g.Wo, g.groups, nmb * mv), dtype)
+    shape = (g.N, g.Ho, g.Wo, g.groups, nmb * mv)
+    dT = scratch("dout", int(np.prod(shape)), dtype).reshape(shape)
     dT[..., : g.Fg] = dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo).transpose(0, 3, 4, 1, 2)
+    dT[..., g.Fg :] = 0
     dT = dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
     dwt = np.empty((g.groups, nmb, nq, mv), dtype)
     launch(fn, dT, xpk, offq, dwt, g.sh)

@@ -1,0 +1,30 @@
+"""Scratch buffers reused across calls, one set per Python thread.
+
+Why: on these machines a freshly allocated buffer costs a page fault per 4 KiB on first touch, which made
+the im2col unfold 3x slower than the copy itself. Reusing the same pages avoids that. A buffer is never
+returned to a caller; ``release_workspace()`` frees the calling thread's buffers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+_local = threading.local()
+
+
+def scratch(name: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """A 1-D scratch array of ``size`` elements for this thread, contents undefined."""
+    bufs: dict[str, np.ndarray] = _local.__dict__.setdefault("bufs", {})
+    buf = bufs.get(name)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        bufs.pop(name, None)  # free the old one before allocating its successor
+        buf = np.empty(size, dtype)
+        bufs[name] = buf
+    return buf[:size]
+
+
+def release_workspace() -> None:
+    """Free the scratch buffers fastconv keeps for the calling thread (they are made again on demand)."""
+    _local.__dict__.pop("bufs", None)
