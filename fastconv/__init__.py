@@ -9,6 +9,8 @@ from ._api import (
     max_pool2d_forward,
 )
 from ._registry import OPS, available_methods
+from ._threads import get_num_threads, set_num_threads
+from ._workspace import release_workspace
 
 __version__ = "0.1.0"
 
@@ -16,6 +18,9 @@ __all__ = [
     "OPS",
     "__version__",
     "available_methods",
+    "get_num_threads",
+    "release_workspace",
+    "set_num_threads",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "conv2d_backward",

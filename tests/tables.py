@@ -55,6 +55,8 @@ POOL_CASES = [
     ((1, 2, 9, 10), dict(kernel_size=3, stride=2, padding=2, dilation=2), "max"),
     ((1, 2, 9, 9), dict(kernel_size=(2, 3), stride=1, dilation=(3, 2), ceil_mode=True), "max"),
     ((2, 1, 1, 1), dict(kernel_size=1), "both"),
+    # windows wholly in the padding (dilation): -inf out, no gradient
+    ((1, 2, 1, 5), dict(kernel_size=(2, 2), stride=1, padding=(1, 0), dilation=(2, 1)), "max"),
     ((1, 3, 4, 5), dict(kernel_size=(4, 5)), "both"),
 ]
 

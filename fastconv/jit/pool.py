@@ -102,12 +102,15 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         best = np.empty(Wo, x.dtype)
         tap = np.empty(Wo, x.dtype)
         for i in range(Ho):
-            # Until something beats -inf, a window's gradient goes to its first in-bounds element.
+            # Until something beats -inf, a window's gradient goes to its first in-bounds element; a
+            # window with none (possible with dilation) gets tap -1: output -inf, no gradient.
             a0 = 0 if i * sh >= ph else -((i * sh - ph) // dh)  # ceil((ph - i*sh) / dh)
+            row_ok = a0 < KH and i * sh + a0 * dh - ph < H
             for j in range(Wo):
                 e0 = 0 if j * sw >= pw else -((j * sw - pw) // dw)
                 best[j] = -np.inf
-                tap[j] = a0 * KW + e0
+                ok = row_ok and e0 < KW and j * sw + e0 * dw - pw < W
+                tap[j] = a0 * KW + e0 if ok else -1
             for a in range(KH):
                 ih = i * sh + a * dh - ph
                 if ih < 0 or ih >= H:
@@ -125,7 +128,8 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
             grow = dout[n, c, i]
             for j in range(Wo):
                 k = int(tap[j])
-                dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
+                if k >= 0:
+                    dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
 
 
 def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: bool) -> np.ndarray:

@@ -38,7 +38,9 @@ def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
             for i in range(g.Ho):
                 for j in range(g.Wo):
                     rows, cols = _window(g, i, j)
-                    out[n, c, i, j] = np.max(x[n, c][np.ix_(rows, cols)])  # NaN propagates
+                    win = x[n, c][np.ix_(rows, cols)]
+                    # NaN propagates; a window wholly in the padding (possible with dilation) is -inf
+                    out[n, c, i, j] = np.max(win) if win.size else -np.inf
     return out
 
 
@@ -58,6 +60,8 @@ def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.
             for i in range(g.Ho):
                 for j in range(g.Wo):
                     rows, cols = _window(g, i, j)
+                    if rows.size == 0 or cols.size == 0:
+                        continue  # a window wholly in the padding passes no gradient
                     k = _argmax_like_pytorch(x[n, c][np.ix_(rows, cols)])
                     dx[n, c, rows[k // cols.size], cols[k % cols.size]] += dout[n, c, i, j]
     return dx

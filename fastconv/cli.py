@@ -1,0 +1,277 @@
+"""The ``fastconv`` command: bench (the main job), check, info, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+# fastconv's thread settings must be in place before numpy loads OpenBLAS (see README, "Threads").
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+class CliError(Exception):
+    """An error reported as one line, without a traceback."""
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ bench
+def _fmt_ms(s: float | None) -> str:
+    return "-" if s is None else f"{s * 1e3:9.2f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if not a or not b else f"{a / b:6.2f}x"
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import _bench, _suite
+    from ._threads import get_num_threads
+
+    dtype = np.dtype(args.dtype)
+    ops = args.ops.split(",")
+    for op in ops:
+        if op not in ("conv2d", "max_pool2d", "avg_pool2d"):
+            raise CliError(f"--ops: unknown op {op!r} (conv2d, max_pool2d, avg_pool2d)")
+    conv_layers = [layer for layer in _suite.CONV_LAYERS
+                   if not args.layers or layer.name in args.layers.split(",")]
+    pool_layers = [layer for layer in _suite.POOL_LAYERS
+                   if not args.layers or layer.name in args.layers.split(",")]
+    repeats = 3 if args.quick else args.repeats
+    threads = get_num_threads()
+    _say(f"fastconv bench: {dtype.name}, {threads} threads, {repeats} timed runs per figure")
+    ceiling = _bench.gemm_ceiling(dtype)
+    _say(f"GEMM ceiling (NumPy matmul, {dtype.name}): {ceiling:.0f} GFLOP/s")
+
+    peer: list[dict[str, Any]] | str = "PyTorch peer skipped (--no-torch)"
+    if not args.no_torch:
+        _say("timing PyTorch in a separate process ...")
+        peer = _bench.torch_peer(dtype, [x.name for x in conv_layers if "conv2d" in ops],
+                                 [x.name for x in pool_layers], ops, repeats, threads)
+    if isinstance(peer, str):
+        _say(peer)
+        peer = []
+    records: list[dict[str, Any]] = list(peer)
+
+    for op in ops:
+        layers = conv_layers if op == "conv2d" else pool_layers
+        for layer in layers:
+            for method in _bench.methods_for(op, include_naive=True):
+                if method == "naive" and args.quick and layer.name not in ("seed001", "pool2"):
+                    continue
+                _say(f"  {op:10s} {layer.name:8s} {method:7s} ...")
+                if op == "conv2d":
+                    rec = _bench.bench_conv(layer, dtype, method, repeats)
+                else:
+                    rec = _bench.bench_pool(op, layer, dtype, method, repeats)
+                records.append(rec)
+    _print_tables(records, ops, ceiling)
+    result = {"machine": _machine(), "dtype": dtype.name, "threads": threads,
+              "gemm_gflops": ceiling, "records": records}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=1)
+        _say(f"wrote {args.json}")
+    if args.plot:
+        _plot(records, args.plot, dtype.name)
+    return 0
+
+
+def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float) -> None:
+    by = {(r["op"], r["layer"], r["method"]): r for r in records}
+    for op in ops:
+        rows = [r for r in records if r["op"] == op]
+        if not rows:
+            continue
+        print(f"\n{op}  (times are medians; 'vs pytorch' > 1 means fastconv is faster)")
+        if op == "conv2d":
+            print(f"{'layer':8s} {'method':8s} {'fwd ms':>9s} {'GFLOP/s':>8s} {'%GEMM':>6s} "
+                  f"{'fwd+bwd ms':>10s} {'GFLOP/s':>8s} {'vs naive':>9s} {'vs pytorch':>10s} "
+                  f"{'(fwd+bwd)':>9s} {'compile s':>9s}")
+        else:
+            print(f"{'layer':8s} {'method':8s} {'fwd ms':>9s} {'x copy':>7s} {'fwd+bwd ms':>10s} "
+                  f"{'vs naive':>9s} {'vs pytorch':>10s} {'(fwd+bwd)':>9s} {'compile s':>9s}")
+        for layer in dict.fromkeys(r["layer"] for r in rows):
+            naive = by.get((op, layer, "naive"))
+            torch_rec = by.get((op, layer, "pytorch"))
+            for r in [x for x in rows if x["layer"] == layer]:
+                ext = "~" if naive and naive.get("extrapolated") else ""
+                vs_naive = ("-" if not naive or r is naive
+                            else ext + _ratio(naive["fwd_s"], r["fwd_s"]).strip())
+                vs_t = "-" if r is torch_rec else _ratio(torch_rec and torch_rec["fwd_s"], r["fwd_s"])
+                vs_tb = "-" if r is torch_rec else _ratio(torch_rec and torch_rec["fwdbwd_s"],
+                                                          r["fwdbwd_s"])
+                name = r["method"] + ("~" if r.get("extrapolated") else "")
+                if op == "conv2d":
+                    print(f"{layer:8s} {name:8s} {_fmt_ms(r['fwd_s'])} {r['fwd_gflops']:8.1f} "
+                          f"{100 * r['fwd_gflops'] / ceiling:5.0f}% {_fmt_ms(r['fwdbwd_s']):>10s} "
+                          f"{r['fwdbwd_gflops']:8.1f} {vs_naive:>9s} {vs_t:>10s} {vs_tb:>9s} "
+                          f"{r['compile_s']:9.2f}")
+                else:
+                    xcopy = _ratio(r["fwd_s"], r.get("copy_s"))
+                    print(f"{layer:8s} {name:8s} {_fmt_ms(r['fwd_s'])} {xcopy:>7s} "
+                          f"{_fmt_ms(r['fwdbwd_s']):>10s} {vs_naive:>9s} {vs_t:>10s} {vs_tb:>9s} "
+                          f"{r['compile_s']:9.2f}")
+    print("\n~ : naive timed on a slice of the layer (1 image, 2 filters or channels) and scaled up.")
+
+
+def _plot(records: list[dict[str, Any]], path: str, dtype: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        _say("--plot: matplotlib is not installed; no chart drawn")
+        return
+    convs = [r for r in records if r["op"] == "conv2d" and r["method"] != "naive"]
+    layers = list(dict.fromkeys(r["layer"] for r in convs))
+    methods = list(dict.fromkeys(r["method"] for r in convs))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for ax, key, title in ((axes[0], "fwd_gflops", "forward"), (axes[1], "fwdbwd_gflops",
+                                                                 "forward + backward")):
+        width = 0.8 / max(1, len(methods))
+        for i, m in enumerate(methods):
+            vals = [next((r[key] for r in convs if r["layer"] == la and r["method"] == m), 0)
+                    for la in layers]
+            ax.bar([j + i * width for j in range(len(layers))], vals, width, label=m)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
+        ax.set_ylabel("GFLOP/s")
+        ax.set_title(f"conv2d {title}, {dtype}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _say(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------------------ check
+def cmd_check(args: argparse.Namespace) -> int:
+    from ._check import TOLERANCE, run_check
+
+    cases = 8 if args.quick else args.cases
+    t0 = time.perf_counter()
+    rows = run_check(cases, seed=args.seed, progress=_say)
+    print(f"{'op':11s} {'method':17s} {'dtype':8s} {'cases':>5s} {'fwd rel err':>12s} "
+          f"{'bwd rel err':>12s} {'tolerance':>9s}  status")
+    for r in rows:
+        tol = TOLERANCE[__import__("numpy").dtype(r["dtype"])]
+        print(f"{r['op']:11s} {r['method']:17s} {r['dtype']:8s} {r['cases']:5d} {r['fwd_err']:12.2e} "
+              f"{r['bwd_err']:12.2e} {tol:9.0e}  {'ok' if r['ok'] else 'MISMATCH'}")
+        if not r["ok"]:
+            print(f"    worst case: {r['worst']}")
+    bad = [r for r in rows if not r["ok"]]
+    print(f"\n{len(rows) - len(bad)} ok, {len(bad)} mismatched ({time.perf_counter() - t0:.1f} s)")
+    return 1 if bad else 0
+
+
+# ------------------------------------------------------------------------------------------- info
+def _machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
+                            "cpus": os.cpu_count()}
+    try:
+        import llvmlite.binding as llvm
+
+        feats = llvm.get_host_cpu_features().flatten().split(",")
+        info["cpu"] = llvm.get_host_cpu_name()
+        info["simd"] = [f[1:] for f in feats if f.startswith("+") and f[1:] in (
+            "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512bf16",
+            "avx512fp16", "amx-tile")]
+    except Exception:  # pragma: no cover
+        pass
+    return info
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import fastconv
+
+    print(f"fastconv   {fastconv.__version__}")
+    print(f"numpy      {np.__version__}")
+    try:
+        import llvmlite
+        import numba
+
+        from .jit import _numba  # applies fastconv's numba settings
+
+        print(f"numba      {numba.__version__}")
+        print(f"llvmlite   {llvmlite.__version__}")
+        fastconv.max_pool2d_forward(np.zeros((1, 1, 2, 2), np.float32), 2, method="jit")
+        print(f"threading  {numba.threading_layer()} (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
+        cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(_numba.__file__), "__pycache__")
+        print(f"cache dir  {cache} ({'on' if fastconv._config.CACHE else 'off: FASTCONV_CACHE=0'})")
+        print(f"cpu flags  {numba.config.CPU_FEATURES and '512-bit vectors preferred' or 'LLVM default'}")
+    except Exception as exc:
+        print(f"numba      not usable: {type(exc).__name__}: {exc}")
+    print(f"threads    {fastconv.get_num_threads()}")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for p in threadpool_info():
+            print(f"pool       {p['user_api']}: {p['internal_api']} {p.get('version') or ''} "
+                  f"{p['num_threads']} threads ({os.path.basename(p['filepath'])})")
+    except ImportError:
+        pass
+    m = _machine()
+    print(f"cpu        {m.get('cpu', '?')}, {m['cpus']} logical CPUs, SIMD: {' '.join(m.get('simd', []))}")
+    print("methods    " + "; ".join(f"{op}: {', '.join(fastconv.available_methods(op))}"
+                                      for op in fastconv.OPS))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fastconv", description=(
+        "fastconv: hand-written CNN layers made fast. 'bench' times every method (and PyTorch when "
+        "installed), 'check' compares every method with the naive reference, 'info' describes this "
+        "machine's set-up."))
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="time naive, jit, im2col (and PyTorch) on the layer suite")
+    b.add_argument("--quick", action="store_true",
+                   help="3 timed runs per figure, naive only on the smallest layers (under a minute "
+                        "once kernels are compiled)")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--ops", default="conv2d,max_pool2d,avg_pool2d",
+                   help="comma-separated ops to time (default: all)")
+    b.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
+    b.add_argument("--repeats", type=int, default=7, help="timed runs per figure (default 7)")
+    b.add_argument("--json", metavar="PATH", help="write every record as JSON")
+    b.add_argument("--plot", metavar="PATH", help="draw a PNG chart (needs matplotlib)")
+    b.add_argument("--no-torch", action="store_true", help="do not time PyTorch")
+    b.set_defaults(func=cmd_bench)
+    c = sub.add_parser("check", help="every method against naive (and PyTorch), forward and backward")
+    c.add_argument("--quick", action="store_true", help="8 configurations per op instead of --cases")
+    c.add_argument("--cases", type=int, default=40, help="random configurations per op (default 40)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the configuration grid")
+    c.set_defaults(func=cmd_check)
+    i = sub.add_parser("info", help="versions, threading layer, thread count, cache, CPU features")
+    i.set_defaults(func=cmd_info)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        print(f"fastconv: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fastconv: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one clear line, not a traceback
+        print(f"fastconv: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Thread counts, determinism across them, and calls from many Python threads at once."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from tables import fast_methods
+
+import fastconv
+
+numba = pytest.importorskip("numba")
+MAX_THREADS = int(numba.config.NUMBA_NUM_THREADS)
+
+
+@pytest.fixture
+def restore_threads():
+    yield
+    fastconv.set_num_threads(MAX_THREADS)
+
+
+def _calls(rng, dtype):
+    """One call of every op, forward and backward, with overlapping windows and padding."""
+    x = rng.standard_normal((3, 6, 11, 10)).astype(dtype)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    conv = dict(stride=(2, 1), padding=1, groups=2)
+    dconv = rng.standard_normal((3, 8, 6, 10)).astype(dtype)
+    pool = dict(kernel_size=3, stride=2, padding=1)
+    dpool = rng.standard_normal((3, 6, 6, 5)).astype(dtype)
+    return {
+        "conv2d": lambda m: (fastconv.conv2d_forward(x, w, b, method=m, **conv),
+                             *fastconv.conv2d_backward(dconv, x, w, method=m, **conv)),
+        "max_pool2d": lambda m: (fastconv.max_pool2d_forward(x, method=m, **pool),
+                                 fastconv.max_pool2d_backward(dpool, x, method=m, **pool)),
+        "avg_pool2d": lambda m: (fastconv.avg_pool2d_forward(x, method=m, **pool),
+                                 fastconv.avg_pool2d_backward(dpool, x, method=m, **pool)),
+    }
+
+
+OP_METHODS = [(op, m) for op in fastconv.OPS for m in fast_methods(op)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("op,method", OP_METHODS)
+def test_bitwise_identical_for_any_thread_count(op, method, dtype, rng, restore_threads):
+    call = _calls(rng, dtype)[op]
+    results = []
+    for n in sorted({1, MAX_THREADS}):
+        fastconv.set_num_threads(n)
+        assert fastconv.get_num_threads() == n
+        results.append(call(method))
+        results.append(call(method))  # and across repeated calls
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_validates(restore_threads):
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="n must be a positive int"):
+            fastconv.set_num_threads(bad)
+    with pytest.raises(ValueError, match="at most"):
+        fastconv.set_num_threads(MAX_THREADS + 1)
+
+
+def test_set_num_threads_sets_blas_too(restore_threads):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    fastconv.set_num_threads(1)
+    blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+    assert blas and all(p["num_threads"] == 1 for p in blas)
+
+
+def test_many_python_threads_at_once(rng):
+    """Eight threads, mixed ops and methods, each checked against results computed serially."""
+    calls = {dt: _calls(np.random.default_rng(5), dt) for dt in (np.float32, np.float64)}
+    jobs = [(dt, op, m) for dt in calls for op, m in OP_METHODS]
+    expected = {job: calls[job[0]][job[1]](job[2]) for job in jobs}
+    errors: list[BaseException] = []
+
+    def worker(k: int) -> None:
+        try:
+            for i in range(6):
+                job = jobs[(k + i) % len(jobs)]
+                got = calls[job[0]][job[1]](job[2])
+                for a, b in zip(got, expected[job]):
+                    np.testing.assert_array_equal(a, b)
+        except BaseException as exc:  # reported in the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert numba.threading_layer() in ("omp", "tbb")
