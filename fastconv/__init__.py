@@ -1,5 +1,12 @@
 """fastconv: the classic hand-written CNN layers, fast on a CPU, checked against their naive loops."""
 
+import os as _os
+
+# OpenBLAS's idle threads spin for ~0.1 s after each GEMM, starving the numba kernels that follow (the
+# im2col unfold ran 2x slower). Read once when numpy loads OpenBLAS, so it only takes effect when
+# fastconv is imported before numpy (the fastconv command does); see README, "Threads".
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from ._api import (
     avg_pool2d_backward,
     avg_pool2d_forward,

@@ -1,5 +1,9 @@
-"""Timing engine behind ``fastconv bench``: every registered method on the layer suite, PyTorch as a peer
-in its own process, naive measured or extrapolated, and the machine's GEMM ceiling."""
+"""Timing engine behind ``fastconv bench`` and ``bench/``.
+
+The machines are shared and noisy, so every figure of one layer is measured in interleaved rounds: each
+round times every method once (fastconv's in this process, PyTorch's in a persistent peer process), and a
+figure is the median over rounds. Ratios are then taken between figures measured side by side.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -19,22 +23,10 @@ from ._suite import CONV_LAYERS, POOL_LAYERS, ConvLayer, PoolLayer
 POOL_OPS = ("max_pool2d", "avg_pool2d")
 
 
-def timeit(fn: Callable[[], Any], repeats: int, budget: float = 2.0) -> dict[str, float]:
-    """First-call time, then the median and best of up to ``repeats`` calls (fewer past ``budget`` s)."""
-    t0 = time.perf_counter()
+def once(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
     fn()
-    first = time.perf_counter() - t0
-    times: list[float] = []
-    start = time.perf_counter()
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > budget and len(times) >= 2:
-            break
-    med = float(np.median(times))
-    return {"first": first, "median": med, "best": float(min(times)), "runs": len(times),
-            "compile": max(0.0, first - med)}
+    return time.perf_counter() - t
 
 
 def gemm_ceiling(dtype: np.dtype, n: int = 1536) -> float:
@@ -42,15 +34,16 @@ def gemm_ceiling(dtype: np.dtype, n: int = 1536) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n)).astype(dtype)
     b = rng.standard_normal((n, n)).astype(dtype)
-    t = timeit(lambda: a @ b, 5, budget=3.0)
-    return 2 * n**3 / t["best"] / 1e9
+    a @ b
+    return 2 * n**3 / min(once(lambda: a @ b) for _ in range(5)) / 1e9
 
 
-# ------------------------------------------------------------------------------------------- conv
-def _conv_calls(layer: ConvLayer, dtype: np.dtype, method: str, n: int | None = None,
-                f: int | None = None):
+# ------------------------------------------------------------------------------------ calls to time
+def conv_calls(layer: ConvLayer, dtype: np.dtype, method: str, n: int | None = None,
+               f: int | None = None) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """(forward, forward + backward) of one suite layer; n, f take a slice (for naive)."""
     x, w, b, dout = layer.arrays(dtype)
-    if n is not None:  # a slice of the layer, for extrapolating naive
+    if n is not None:
         x, dout = x[:n], dout[:n]
     if f is not None:
         w, b, dout = w[:f], b[:f], dout[:, :f]
@@ -66,40 +59,11 @@ def _conv_calls(layer: ConvLayer, dtype: np.dtype, method: str, n: int | None = 
     return fwd, fwdbwd
 
 
-def bench_conv(layer: ConvLayer, dtype: np.dtype, method: str, repeats: int) -> dict[str, Any]:
-    rec: dict[str, Any] = {"op": "conv2d", "layer": layer.name, "method": method,
-                           "dtype": np.dtype(dtype).name, "flops": layer.flops, "extrapolated": False}
-    if method == "naive":
-        # Naive's time grows with the number of windows: time a slice (1 image, 2 filters) and scale.
-        n, f = 1, min(2, layer.F)
-        scale = layer.N * layer.F / (n * f)
-        fwd, fwdbwd = _conv_calls(layer, dtype, method, n, f)
-        reps = 1
-        rec["extrapolated"] = scale != 1
-    else:
-        scale = 1.0
-        fwd, fwdbwd = _conv_calls(layer, dtype, method)
-        reps = repeats
-    tf, tfb = timeit(fwd, reps), timeit(fwdbwd, reps)
-    rec.update(fwd_s=tf["median"] * scale, fwd_best_s=tf["best"] * scale,
-               fwdbwd_s=tfb["median"] * scale, fwdbwd_best_s=tfb["best"] * scale,
-               compile_s=tf["compile"] + tfb["compile"] if method != "naive" else 0.0)
-    rec["fwd_gflops"] = layer.flops / rec["fwd_s"] / 1e9
-    rec["fwdbwd_gflops"] = 3 * layer.flops / rec["fwdbwd_s"] / 1e9
-    return rec
-
-
-# ------------------------------------------------------------------------------------------- pool
-def bench_pool(op: str, layer: PoolLayer, dtype: np.dtype, method: str, repeats: int) -> dict[str, Any]:
+def pool_calls(op: str, layer: PoolLayer, dtype: np.dtype, method: str, n: int | None = None,
+               c: int | None = None) -> tuple[Callable[[], Any], Callable[[], Any]]:
     x, dout = layer.arrays(dtype)
-    scale = 1.0
-    rec: dict[str, Any] = {"op": op, "layer": layer.name, "method": method,
-                           "dtype": np.dtype(dtype).name, "extrapolated": False}
-    if method == "naive":
-        n, c = 1, min(2, layer.C)
-        scale = layer.N * layer.C / (n * c)
+    if n is not None:
         x, dout = x[:n, :c], dout[:n, :c]
-        rec["extrapolated"] = True
     fwd_fn = getattr(_api, f"{op}_forward")
     bwd_fn = getattr(_api, f"{op}_backward")
     kw = layer.kwargs
@@ -111,40 +75,116 @@ def bench_pool(op: str, layer: PoolLayer, dtype: np.dtype, method: str, repeats:
         fwd_fn(x, method=method, **kw)
         return bwd_fn(dout, x, method=method, **kw)
 
-    reps = 1 if method == "naive" else repeats
-    tf, tfb = timeit(fwd, reps), timeit(fwdbwd, reps)
-    rec.update(fwd_s=tf["median"] * scale, fwd_best_s=tf["best"] * scale,
-               fwdbwd_s=tfb["median"] * scale, fwdbwd_best_s=tfb["best"] * scale,
-               compile_s=tf["compile"] + tfb["compile"] if method != "naive" else 0.0)
-    if method != "naive":
-        full_x = layer.arrays(dtype)[0]
-        dst = np.empty_like(full_x)
-        rec["copy_s"] = timeit(lambda: np.copyto(dst, full_x), repeats)["median"]
-    return rec
+    return fwd, fwdbwd
 
 
 # ---------------------------------------------------------------------------------------- PyTorch
-def torch_peer(dtype: np.dtype, conv_layers: Iterable[str], pool_layers: Iterable[str],
-               ops: Iterable[str], repeats: int, threads: int) -> list[dict[str, Any]] | str:
-    """Time PyTorch in a separate process (two OpenMP runtimes in one process slow each other down).
+class TorchPeer:
+    """PyTorch in its own process (two OpenMP runtimes in one process slow each other down), timing one
+    call per request so that its runs interleave with fastconv's. Both sides' idle threads sleep
+    (OMP_WAIT_POLICY=PASSIVE) so neither steals the other's cores between runs."""
 
-    Returns the records, or a one-line reason why there are none."""
-    cmd = [sys.executable, "-m", "fastconv._torch_peer", "--dtype", np.dtype(dtype).name,
-           "--conv", ",".join(conv_layers), "--pool", ",".join(pool_layers), "--ops", ",".join(ops),
-           "--repeats", str(repeats), "--threads", str(threads)]
+    def __init__(self, threads: int):
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fastconv._torch_peer", "--threads", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        hello = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not hello.startswith("ready"):
+            err = self.proc.stderr.read().strip().splitlines()  # type: ignore[union-attr]
+            self.proc.wait()
+            raise RuntimeError(err[-1] if err else "PyTorch peer did not start")
+        self.version = hello.split()[1] if len(hello.split()) > 1 else "?"
+
+    def time(self, op: str, layer: str, dtype: str, what: str) -> float:
+        self.proc.stdin.write(json.dumps([op, layer, dtype, what]) + "\n")  # type: ignore[union-attr]
+        self.proc.stdin.flush()  # type: ignore[union-attr]
+        reply = self.proc.stdout.readline()  # type: ignore[union-attr]
+        if not reply:
+            raise RuntimeError("PyTorch peer exited")
+        return float(reply)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=30)
+
+
+def start_torch_peer(threads: int) -> TorchPeer | str:
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=os.environ.copy())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"PyTorch peer failed: {exc}"
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return f"PyTorch peer not run: {last}"
-    return json.loads(proc.stdout)
+        return TorchPeer(threads)
+    except Exception as exc:
+        return f"PyTorch not timed: {exc}"
+
+
+# ------------------------------------------------------------------------------------------ rounds
+def bench_layer(op: str, layer: ConvLayer | PoolLayer, dtype: np.dtype, methods: list[str],
+                rounds: int, peer: TorchPeer | None) -> list[dict[str, Any]]:
+    """Records for every method (and PyTorch) on one layer, measured in interleaved rounds."""
+    dtype = np.dtype(dtype)
+    calls: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
+    scale: dict[str, float] = {}
+    for m in methods:
+        if m == "naive":  # its time grows with the number of windows: time a slice and scale
+            if op == "conv2d":
+                f = min(2, layer.F)  # type: ignore[union-attr]
+                calls[m] = conv_calls(layer, dtype, m, 1, f)  # type: ignore[arg-type]
+                scale[m] = layer.N * layer.F / f  # type: ignore[union-attr]
+            else:
+                c = min(2, layer.C)
+                calls[m] = pool_calls(op, layer, dtype, m, 1, c)  # type: ignore[arg-type]
+                scale[m] = layer.N * layer.C / c
+        elif op == "conv2d":
+            calls[m], scale[m] = conv_calls(layer, dtype, m), 1.0  # type: ignore[arg-type]
+        else:
+            calls[m], scale[m] = pool_calls(op, layer, dtype, m), 1.0  # type: ignore[arg-type]
+    times: dict[str, dict[str, list[float]]] = {m: {"fwd": [], "fwdbwd": []} for m in calls}
+    first: dict[str, float] = {}
+    for m, (fwd, fwdbwd) in calls.items():  # first calls: compilation and warm-up
+        first[m] = once(fwd) + once(fwdbwd)
+    names = list(calls) + (["pytorch"] if peer else [])
+    if peer:
+        times["pytorch"] = {"fwd": [], "fwdbwd": []}
+        for what in ("fwd", "fwdbwd"):
+            peer.time(op, layer.name, dtype.name, what)
+    for _ in range(rounds):
+        for m in names:
+            for what in ("fwd", "fwdbwd"):
+                if m == "pytorch":
+                    t = peer.time(op, layer.name, dtype.name, what)  # type: ignore[union-attr]
+                elif m == "naive" and times[m][what]:
+                    continue  # one timed run of naive is plenty
+                else:
+                    t = once(calls[m][0 if what == "fwd" else 1])
+                times[m][what].append(t * scale.get(m, 1.0))
+    records = []
+    dst = None
+    copy_s = None
+    if op != "conv2d":
+        x = layer.arrays(dtype)[0]
+        dst = np.empty_like(x)
+        copy_s = float(np.median([once(lambda: np.copyto(dst, x)) for _ in range(max(3, rounds))]))
+    for m in names:
+        rec: dict[str, Any] = {"op": op, "layer": layer.name, "method": m, "dtype": dtype.name,
+                               "rounds": len(times[m]["fwd"]), "extrapolated": scale.get(m, 1.0) != 1}
+        for what in ("fwd", "fwdbwd"):
+            rec[f"{what}_s"] = float(np.median(times[m][what]))
+            rec[f"{what}_best_s"] = float(min(times[m][what]))
+        rec["compile_s"] = max(0.0, first.get(m, 0.0) - rec["fwd_s"] - rec["fwdbwd_s"]) \
+            if m not in ("naive", "pytorch") else 0.0
+        if op == "conv2d":
+            rec["flops"] = layer.flops  # type: ignore[union-attr]
+            rec["fwd_gflops"] = layer.flops / rec["fwd_s"] / 1e9  # type: ignore[union-attr]
+            rec["fwdbwd_gflops"] = 3 * layer.flops / rec["fwdbwd_s"] / 1e9  # type: ignore[union-attr]
+        else:
+            rec["copy_s"] = copy_s
+        records.append(rec)
+    return records
 
 
 def methods_for(op: str, include_naive: bool) -> list[str]:
     return [m for m in _registry.available_methods(op) if include_naive or m != "naive"]
 
 
-__all__ = ["CONV_LAYERS", "POOL_LAYERS", "POOL_OPS", "bench_conv", "bench_pool", "gemm_ceiling",
-           "methods_for", "timeit", "torch_peer"]
+__all__ = ["CONV_LAYERS", "POOL_LAYERS", "POOL_OPS", "TorchPeer", "bench_layer", "conv_calls",
+           "gemm_ceiling", "methods_for", "once", "pool_calls", "start_torch_peer"]

@@ -1,6 +1,7 @@
-"""PyTorch timed on the benchmark suite, run as its own process by ``fastconv bench``.
+"""PyTorch's side of ``fastconv bench``: a process that times one PyTorch call per request.
 
-Prints a JSON list of records on stdout. Exits 2 with a one-line reason when PyTorch is missing.
+Protocol: it prints "ready <torch version>", then for each line ["op", "layer", "dtype", "fwd"|"fwdbwd"]
+on stdin prints the seconds one call took. Exits 2 with a reason on stderr when PyTorch is missing.
 """
 
 from __future__ import annotations
@@ -8,15 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dtype", default="float32")
-    ap.add_argument("--conv", default="")
-    ap.add_argument("--pool", default="")
-    ap.add_argument("--ops", default="conv2d,max_pool2d,avg_pool2d")
-    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     try:
@@ -27,58 +24,47 @@ def main() -> int:
         return 2
     import numpy as np
 
-    from ._bench import timeit
     from ._suite import CONV_LAYERS, POOL_LAYERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dtype = np.dtype(args.dtype)
-    ops = args.ops.split(",")
-    records = []
-    for layer in CONV_LAYERS:
-        if "conv2d" not in ops or layer.name not in args.conv.split(","):
-            continue
-        x, w, b, dout = (torch.from_numpy(a) for a in layer.arrays(dtype))
-        x.requires_grad_(True)
-        w.requires_grad_(True)
-        b.requires_grad_(True)
+    layers = {layer.name: layer for layer in (*CONV_LAYERS, *POOL_LAYERS)}
+    cache: dict[tuple, tuple] = {}
+    print("ready", torch.__version__, flush=True)
+    for line in sys.stdin:
+        op, name, dtype, what = json.loads(line)
+        layer = layers[name]
+        key = (name, dtype)
+        if key not in cache:
+            arrays = [torch.from_numpy(a) for a in layer.arrays(np.dtype(dtype))]
+            arrays[0].requires_grad_(True)
+            if op == "conv2d":
+                arrays[1].requires_grad_(True)
+                arrays[2].requires_grad_(True)
+            cache[key] = tuple(arrays)
+        arrays = cache[key]
+        if op == "conv2d":
+            x, w, b, dout = arrays
 
-        def fwd(x=x, w=w, b=b, layer=layer):
-            with torch.no_grad():
+            def call(x=x, w=w, b=b, layer=layer):
                 return F.conv2d(x, w, b, stride=layer.stride, padding=layer.pad)
-
-        def fwdbwd(x=x, w=w, b=b, dout=dout, layer=layer):
-            F.conv2d(x, w, b, stride=layer.stride, padding=layer.pad).backward(dout)
-
-        tf, tfb = timeit(fwd, args.repeats), timeit(fwdbwd, args.repeats)
-        records.append({"op": "conv2d", "layer": layer.name, "method": "pytorch", "dtype": dtype.name,
-                        "flops": layer.flops, "fwd_s": tf["median"], "fwd_best_s": tf["best"],
-                        "fwdbwd_s": tfb["median"], "fwdbwd_best_s": tfb["best"],
-                        "fwd_gflops": layer.flops / tf["median"] / 1e9,
-                        "fwdbwd_gflops": 3 * layer.flops / tfb["median"] / 1e9,
-                        "compile_s": 0.0, "extrapolated": False})
-    for layer in POOL_LAYERS:
-        if layer.name not in args.pool.split(","):
-            continue
-        x, dout = (torch.from_numpy(a) for a in layer.arrays(dtype))
-        x.requires_grad_(True)
-        for op in ("max_pool2d", "avg_pool2d"):
-            if op not in ops:
-                continue
+        else:
+            x, dout = arrays
             fn = getattr(F, op)
 
-            def pfwd(x=x, fn=fn, layer=layer):
-                with torch.no_grad():
-                    return fn(x, layer.K, layer.stride, layer.pad)
+            def call(x=x, fn=fn, layer=layer):
+                return fn(x, layer.K, layer.stride, layer.pad)
 
-            def pfwdbwd(x=x, fn=fn, layer=layer, dout=dout):
-                fn(x, layer.K, layer.stride, layer.pad).backward(dout)
-
-            tf, tfb = timeit(pfwd, args.repeats), timeit(pfwdbwd, args.repeats)
-            records.append({"op": op, "layer": layer.name, "method": "pytorch", "dtype": dtype.name,
-                            "fwd_s": tf["median"], "fwd_best_s": tf["best"], "fwdbwd_s": tfb["median"],
-                            "fwdbwd_best_s": tfb["best"], "compile_s": 0.0, "extrapolated": False})
-    json.dump(records, sys.stdout)
+        for a in arrays:
+            a.grad = None  # as a training step would; accumulating into .grad costs an extra pass
+        t = time.perf_counter()
+        if what == "fwd":
+            with torch.no_grad():
+                call()
+        else:
+            call().backward(dout)
+        elapsed = time.perf_counter() - t
+        print(repr(elapsed), flush=True)
     return 0
 
 

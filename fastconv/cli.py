@@ -10,9 +10,6 @@ import sys
 import time
 from typing import Any
 
-# fastconv's thread settings must be in place before numpy loads OpenBLAS (see README, "Threads").
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-
 
 class CliError(Exception):
     """An error reported as one line, without a traceback."""
@@ -46,36 +43,34 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    if not args.layers or layer.name in args.layers.split(",")]
     pool_layers = [layer for layer in _suite.POOL_LAYERS
                    if not args.layers or layer.name in args.layers.split(",")]
-    repeats = 3 if args.quick else args.repeats
+    rounds = 3 if args.quick else args.repeats
     threads = get_num_threads()
-    _say(f"fastconv bench: {dtype.name}, {threads} threads, {repeats} timed runs per figure")
+    _say(f"fastconv bench: {dtype.name}, {threads} threads, {rounds} interleaved rounds per layer")
     ceiling = _bench.gemm_ceiling(dtype)
     _say(f"GEMM ceiling (NumPy matmul, {dtype.name}): {ceiling:.0f} GFLOP/s")
-
-    peer: list[dict[str, Any]] | str = "PyTorch peer skipped (--no-torch)"
+    peer = None
     if not args.no_torch:
-        _say("timing PyTorch in a separate process ...")
-        peer = _bench.torch_peer(dtype, [x.name for x in conv_layers if "conv2d" in ops],
-                                 [x.name for x in pool_layers], ops, repeats, threads)
-    if isinstance(peer, str):
-        _say(peer)
-        peer = []
-    records: list[dict[str, Any]] = list(peer)
-
-    for op in ops:
-        layers = conv_layers if op == "conv2d" else pool_layers
-        for layer in layers:
-            for method in _bench.methods_for(op, include_naive=True):
-                if method == "naive" and args.quick and layer.name not in ("seed001", "pool2"):
-                    continue
-                _say(f"  {op:10s} {layer.name:8s} {method:7s} ...")
-                if op == "conv2d":
-                    rec = _bench.bench_conv(layer, dtype, method, repeats)
-                else:
-                    rec = _bench.bench_pool(op, layer, dtype, method, repeats)
-                records.append(rec)
+        started = _bench.start_torch_peer(threads)
+        if isinstance(started, str):
+            _say(started)
+        else:
+            peer = started
+            _say(f"PyTorch {peer.version} timed in a separate process, interleaved with fastconv")
+    records: list[dict[str, Any]] = []
+    try:
+        for op in ops:
+            for layer in conv_layers if op == "conv2d" else pool_layers:
+                methods = [m for m in _bench.methods_for(op, include_naive=True)
+                           if not args.methods or m in args.methods.split(",")]
+                if args.quick and layer.name not in ("seed001", "pool2"):
+                    methods = [m for m in methods if m != "naive"]
+                _say(f"  {op:10s} {layer.name:8s} {', '.join(methods)}{' + pytorch' if peer else ''}")
+                records += _bench.bench_layer(op, layer, dtype, methods, rounds, peer)
+    finally:
+        if peer:
+            peer.close()
     _print_tables(records, ops, ceiling)
-    result = {"machine": _machine(), "dtype": dtype.name, "threads": threads,
+    result = {"machine": _machine(), "dtype": dtype.name, "threads": threads, "rounds": rounds,
               "gemm_gflops": ceiling, "records": records}
     if args.json:
         with open(args.json, "w") as fh:
@@ -243,7 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ops", default="conv2d,max_pool2d,avg_pool2d",
                    help="comma-separated ops to time (default: all)")
     b.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
-    b.add_argument("--repeats", type=int, default=7, help="timed runs per figure (default 7)")
+    b.add_argument("--methods", default="", help="comma-separated methods (default: all available)")
+    b.add_argument("--repeats", type=int, default=7,
+                   help="interleaved timing rounds per layer (default 7; --quick: 3)")
     b.add_argument("--json", metavar="PATH", help="write every record as JSON")
     b.add_argument("--plot", metavar="PATH", help="draw a PNG chart (needs matplotlib)")
     b.add_argument("--no-torch", action="store_true", help="do not time PyTorch")

@@ -19,24 +19,19 @@ from numba import prange
 from .._params import ConvGeometry
 from .._workspace import scratch
 from ..jit._numba import kernel, launch
+from ..jit.conv import _packed_input, _tap_columns
 
 MIN_BUDGET = 64 << 20  # bytes
 
 
-def _col_ranges(size: int, out: int, k: int, s: int, d: int, pad: int) -> np.ndarray:
-    """(2, k): for tap t, the outputs o in [lo, hi) whose input index o*s + t*d - pad is inside [0, size)."""
-    off = np.arange(k) * d - pad
-    lo = np.clip(-(off // s), 0, out)
-    hi = np.clip((size - 1 - off) // s + 1, lo, out)
-    return np.stack([lo, hi]).astype(np.intp)
-
-
 @kernel
-def _im2col(x, cols, n0, sh, sw, dh, dw, pt, pl, KH, KW, Ho, Wo, ranges):
-    """cols[g, (c, a, e), b, (i, j)] = x[n0 + b, g*Cg + c, i*sh + a*dh - pt, j*sw + e*dw - pl], or 0."""
+def _im2col(xpk, cols, sh, dh, colph, coloff, KH, KW, Ho, Wo):
+    """cols[g, (c, a, e), b, (i, j)] = xpk[b, g*Cg + c, i*sh + a*dh, colph[e], coloff[e] + j].
+
+    xpk is the chunk's input padded and split by column phase (as for the jit method), so every row of
+    cols is one contiguous copy."""
     G, K, B, P = cols.shape
     Cg = K // (KH * KW)
-    H = x.shape[2]
     for task in prange(G * Cg * KH * B):
         b = task % B
         r = task // B
@@ -44,51 +39,56 @@ def _im2col(x, cols, n0, sh, sw, dh, dw, pt, pl, KH, KW, Ho, Wo, ranges):
         r //= KH
         c = r % Cg
         g = r // Cg
-        plane = x[n0 + b, g * Cg + c]
+        plane = xpk[b, g * Cg + c]
         for e in range(KW):
             dst = cols[g, (c * KH + a) * KW + e, b]
-            lo, hi = ranges[0, e], ranges[1, e]
-            off = e * dw - pl
             for i in range(Ho):
+                src = plane[i * sh + a * dh, colph[e], coloff[e] : coloff[e] + Wo]
                 row = dst[i * Wo : i * Wo + Wo]
-                ih = i * sh + a * dh - pt
-                if ih < 0 or ih >= H:
-                    row[:] = 0
-                    continue
-                # slices and loops from 0: the form LLVM vectorizes
-                src = plane[ih, lo * sw + off :]
-                row[:lo] = 0
-                seg = row[lo:hi]
-                for j in range(hi - lo):
-                    seg[j] = src[j * sw]
-                row[hi:] = 0
+                for j in range(Wo):
+                    row[j] = src[j]
 
 
 @kernel
-def _col2im(dcols, dx, n0, sh, sw, dh, dw, pt, pl, KH, KW, Ho, Wo, ranges):
-    """dx[n0 + b, g*Cg + c] = sum of dcols[g, (c, a, e), b, (i, j)] over the windows that read it."""
+def _col2im(dcols, dxpk, sh, dh, colph, coloff, KH, KW, Ho, Wo):
+    """dxpk[b, g*Cg + c, i*sh + a*dh, colph[e], coloff[e] + j] += dcols[g, (c, a, e), b, (i, j)]: the
+    padded, phase-split input gradient; each task owns one (image, channel) plane of it."""
     G, K, B, P = dcols.shape
     Cg = K // (KH * KW)
-    H = dx.shape[2]
     for task in prange(B * G * Cg):
         b = task // (G * Cg)
         gc = task % (G * Cg)
         g, c = gc // Cg, gc % Cg
-        plane = dx[n0 + b, gc]
-        plane[:, :] = 0
+        plane = dxpk[b, gc]
+        plane[...] = 0
         for a in range(KH):
             for e in range(KW):
                 src = dcols[g, (c * KH + a) * KW + e, b]
-                lo, hi = ranges[0, e], ranges[1, e]
-                off = e * dw - pl
                 for i in range(Ho):
-                    ih = i * sh + a * dh - pt
-                    if ih < 0 or ih >= H:
-                        continue
-                    drow = plane[ih, lo * sw + off :]
-                    srow = src[i * Wo + lo : i * Wo + hi]
-                    for j in range(hi - lo):
-                        drow[j * sw] += srow[j]
+                    drow = plane[i * sh + a * dh, colph[e], coloff[e] : coloff[e] + Wo]
+                    srow = src[i * Wo : i * Wo + Wo]
+                    for j in range(Wo):
+                        drow[j] += srow[j]
+
+
+@kernel
+def _unpack(dxpk, dx, n0, pt, pl):
+    """dx[n0 + b, c, h, w] = dxpk[b, c, h + pt, (w + pl) % sw, (w + pl) // sw]: drop the padding."""
+    B, C, R, SW, J = dxpk.shape
+    H, W = dx.shape[2], dx.shape[3]
+    for task in prange(B * C):
+        b, c = task // C, task % C
+        for h in range(H):
+            src = dxpk[b, c, h + pt]
+            dst = dx[n0 + b, c, h]
+            for p in range(SW):
+                # columns w = j*SW + p - pl inside [0, W) for j in [jlo, jhi)
+                jlo = max(0, -((p - pl) // SW))
+                jhi = min(J, max(jlo, (W - 1 + pl - p) // SW + 1))
+                row = src[p, jlo:jhi]
+                out = dst[jlo * SW + p - pl :]
+                for j in range(jhi - jlo):
+                    out[j * SW] = row[j]
 
 
 def _chunk(g: ConvGeometry, itemsize: int, fixed_bytes: int, copies: int) -> int:
@@ -99,26 +99,27 @@ def _chunk(g: ConvGeometry, itemsize: int, fixed_bytes: int, copies: int) -> int
     return int(max(1, min(g.N, budget // max(1, per_image))))
 
 
-def _unfold(x: np.ndarray, g: ConvGeometry, n0: int, B: int, ranges: np.ndarray,
-            buf: np.ndarray) -> np.ndarray:
+def _unfold(x: np.ndarray, g: ConvGeometry, n0: int, B: int, buf: np.ndarray) -> np.ndarray:
     """The unfolded matrix of images n0 .. n0 + B, written into (the start of) buf."""
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    xpk = _packed_input(x[n0 : n0 + B], rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
     cols = buf[: g.groups * g.Cg * g.KH * g.KW * B * g.Ho * g.Wo]
     cols = cols.reshape(g.groups, g.Cg * g.KH * g.KW, B, g.Ho * g.Wo)
-    launch(_im2col, x, cols, n0, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.KH, g.KW, g.Ho, g.Wo, ranges)
+    launch(_im2col, xpk, cols, g.sh, g.dh, colph, coloff, g.KH, g.KW, g.Ho, g.Wo)
     return cols
 
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
     out = np.empty((g.N, g.F, g.Ho, g.Wo), x.dtype)
     B = _chunk(g, x.itemsize, x.nbytes + out.nbytes, 1)
-    ranges = _col_ranges(g.W, g.Wo, g.KW, g.sw, g.dw, g.pl)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
     wg = w.reshape(g.groups, g.Fg, K)
     out5 = out.reshape(g.N, g.groups, g.Fg, P)
     buf = scratch("cols", g.groups * K * B * P, x.dtype)
     for n0 in range(0, g.N, B):
         nb = min(B, g.N - n0)
-        cols = _unfold(x, g, n0, nb, ranges, buf).reshape(g.groups, K, nb * P)
+        cols = _unfold(x, g, n0, nb, buf).reshape(g.groups, K, nb * P)
         res = scratch("gemm", g.groups * g.Fg * nb * P, x.dtype).reshape(g.groups, g.Fg, nb * P)
         np.matmul(wg, cols, out=res)  # one GEMM per group
         out5[n0 : n0 + nb] = res.reshape(g.groups, g.Fg, nb, P).transpose(2, 0, 1, 3)
@@ -133,21 +134,27 @@ def conv2d_backward(
     dx = np.empty_like(x)
     dw = np.zeros((g.groups, g.Fg, g.Cg * g.KH * g.KW), x.dtype)
     B = _chunk(g, x.itemsize, x.nbytes + dout.nbytes + dx.nbytes, 1)
-    ranges = _col_ranges(g.W, g.Wo, g.KW, g.sw, g.dw, g.pl)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    # the padded gradient must reach every input row and column, beyond the rows the windows touch
+    rows = max(rows, g.pt + g.H)
+    cols_pk = max(g.Wo + int(coloff[-1]), -(-(g.pl + g.W) // g.sw))
     wgT = w.reshape(g.groups, g.Fg, K).transpose(0, 2, 1)  # (groups, K, Fg), a view
     d5 = dout.reshape(g.N, g.groups, g.Fg, P)
     buf = scratch("cols", g.groups * K * B * P, x.dtype)
     for n0 in range(0, g.N, B):
         nb = min(B, g.N - n0)
-        cols = _unfold(x, g, n0, nb, ranges, buf).reshape(g.groups, K, nb * P)
+        cols = _unfold(x, g, n0, nb, buf).reshape(g.groups, K, nb * P)
         dchunk = scratch("dout", g.groups * g.Fg * nb * P, x.dtype).reshape(g.groups, g.Fg, nb, P)
         dchunk[...] = d5[n0 : n0 + nb].transpose(1, 2, 0, 3)
         dchunk = dchunk.reshape(g.groups, g.Fg, nb * P)
         dw += np.matmul(dchunk, cols.transpose(0, 2, 1))  # (groups, Fg, K)
         # cols is not needed any more: its buffer takes the unfolded gradient
         dcols = np.matmul(wgT, dchunk, out=cols).reshape(g.groups, K, nb, P)
-        launch(_col2im, dcols, dx, n0, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.KH, g.KW, g.Ho, g.Wo,
-               ranges)
+        shape = (nb, g.C, rows, g.sw, cols_pk)
+        dxpk = scratch("dxpacked", int(np.prod(shape)), x.dtype).reshape(shape)
+        launch(_col2im, dcols, dxpk, g.sh, g.dh, colph, coloff, g.KH, g.KW, g.Ho, g.Wo)
+        launch(_unpack, dxpk, dx, n0, g.pt, g.pl)
     db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
     return dx, dw.reshape(g.F, g.Cg, g.KH, g.KW), db
