@@ -110,7 +110,7 @@ def conv2d_backward(
     dtype, (dout, x, w) = as_float_arrays(dout=dout, x=x, w=w)
     g = _conv_setup(x, w, stride, padding, dilation, groups)
     _check_dout(dout, (g.N, g.F, g.Ho, g.Wo))
-    impl = _registry.resolve("conv2d", method, g, dtype)
+    impl = _registry.resolve("conv2d", method, g, dtype, "backward")
     if g.N == 0 or g.F == 0 or g.C == 0:
         return np.zeros_like(x), np.zeros_like(w), dout.sum(axis=(0, 2, 3))
     return impl.backward(dout, x, w, g)
@@ -136,7 +136,7 @@ def _pool_backward(op: str, dout: Any, x: Any, g_args: tuple[Any, ...], method: 
     dtype, (dout, x) = as_float_arrays(dout=dout, x=x)
     g = _pool_setup(x, *g_args)
     _check_dout(dout, (g.N, g.C, g.Ho, g.Wo))
-    impl = _registry.resolve(op, method, g, dtype)
+    impl = _registry.resolve(op, method, g, dtype, "backward")
     if x.size == 0:
         return np.zeros_like(x)
     return impl.backward(dout, x, g)

@@ -1,4 +1,9 @@
-"""method="auto": which concrete method to run for one call."""
+"""method="auto": which concrete method runs one call.
+
+A heuristic calibrated on ``fastconv bench`` (this project's 2-core AVX-512 machines, float32 and
+float64): the jit kernels win forward passes and small problems; BLAS (im2col) wins pointwise convs, the
+widest forward GEMMs and the backward pass of anything but tiny layers. Pools always use jit.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,31 @@ from typing import Any
 
 import numpy as np
 
-# Most preferred first; the first one available is taken.
-_PREFERENCE = {
-    "conv2d": ("jit", "im2col", "naive"),
-    "max_pool2d": ("jit", "naive"),
-    "avg_pool2d": ("jit", "naive"),
-}
+from ._params import ConvGeometry
+
+# Backward FLOPs below which the jit kernels beat unfold + GEMM + fold (seed001, ~18 MFLOP, is below).
+SMALL_BACKWARD_FLOPS = 30e6
 
 
-def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...]) -> str:
-    for name in _PREFERENCE[op]:
-        if name in available:
-            return name
-    return available[0]
+def _conv_choice(g: ConvGeometry, direction: str) -> str:
+    pointwise = g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
+    if pointwise:
+        return "im2col"
+    if direction == "forward":
+        wide = g.Fg >= 128 and g.Cg * g.KH * g.KW >= 1024
+        return "im2col" if wide else "jit"
+    return "jit" if g.flops < SMALL_BACKWARD_FLOPS or g.groups == g.C else "im2col"
+
+
+def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...],
+           direction: str = "forward") -> str:
+    if op == "conv2d":
+        pick = _conv_choice(geometry, direction)
+    else:
+        pick = "jit"
+    if pick in available:
+        return pick
+    for fallback in ("jit", "im2col"):
+        if fallback in available:
+            return fallback
+    return "naive"

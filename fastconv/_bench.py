@@ -183,7 +183,8 @@ def bench_layer(op: str, layer: ConvLayer | PoolLayer, dtype: np.dtype, methods:
 
 
 def methods_for(op: str, include_naive: bool) -> list[str]:
-    return [m for m in _registry.available_methods(op) if include_naive or m != "naive"]
+    """The registered methods that run here, then "auto"."""
+    return [m for m in _registry.available_methods(op) if include_naive or m != "naive"] + ["auto"]
 
 
 __all__ = ["CONV_LAYERS", "POOL_LAYERS", "POOL_OPS", "TorchPeer", "bench_layer", "conv_calls",

@@ -97,13 +97,14 @@ def available_methods(op: str) -> tuple[str, ...]:
     )
 
 
-def resolve(op: str, method: object, geometry: Any, dtype: np.dtype) -> Method:
+def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
+            direction: str = "forward") -> Method:
     """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
         from ._auto import choose
 
-        method = choose(op, geometry, dtype, available_methods(op))
+        method = choose(op, geometry, dtype, available_methods(op), direction)
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"

@@ -32,6 +32,8 @@ CONV_CASES = [
     ((2, 2, 6, 7), (3, 2, 3, 2), dict(padding=((0, 2), (1, 0))), True),  # asymmetric
     ((1, 3, 5, 6), (2, 3, 2, 2), dict(padding=((2, 1), (0, 3)), stride=(2, 3)), False),
     ((3, 5, 4, 4), (7, 5, 1, 1), dict(), True),  # pointwise
+    ((2, 6, 5, 4), (4, 3, 1, 1), dict(groups=2), False),  # pointwise, grouped
+    ((2, 3, 7, 7), (4, 3, 1, 1), dict(stride=2, padding=1), True),  # 1x1 that is not pointwise
     ((2, 3, 5, 4), (2, 3, 5, 4), dict(), True),  # kernel as big as the input
     ((2, 6, 6, 6), (6, 3, 3, 3), dict(groups=2, stride=2, padding=1, dilation=2), True),
     ((1, 1, 1, 1), (1, 1, 1, 1), dict(), True),
@@ -72,7 +74,8 @@ def ids(cases) -> list[str]:
 
 
 def fast_methods(op: str) -> list[str]:
-    return [m for m in fastconv.available_methods(op) if m != "naive"]
+    """Every available method but naive, and "auto" (its dispatch is checked like a method)."""
+    return [m for m in fastconv.available_methods(op) if m != "naive"] + ["auto"]
 
 
 def tolerance(dtype) -> float:
