@@ -93,6 +93,7 @@ class TorchPeer:
         if not hello.startswith("ready"):
             err = self.proc.stderr.read().strip().splitlines()  # type: ignore[union-attr]
             self.proc.wait()
+            self.close()
             raise RuntimeError(err[-1] if err else "PyTorch peer did not start")
         self.version = hello.split()[1] if len(hello.split()) > 1 else "?"
 
@@ -108,6 +109,9 @@ class TorchPeer:
         if self.proc.poll() is None:
             self.proc.stdin.close()  # type: ignore[union-attr]
             self.proc.wait(timeout=30)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
 
 
 def start_torch_peer(threads: int) -> TorchPeer | str:
