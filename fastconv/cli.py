@@ -223,6 +223,18 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    try:
+        hist = demo.run(epochs=args.epochs, seed=args.seed, plot=args.plot)
+    except RuntimeError as exc:
+        raise CliError(str(exc)) from None
+    print(f"final test accuracy {hist['test_acc'][-1]:.3f} in {hist['seconds']:.1f} s")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fastconv", description=(
@@ -252,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_check)
     i = sub.add_parser("info", help="versions, threading layer, thread count, cache, CPU features")
     i.set_defaults(func=cmd_info)
+    d = sub.add_parser("demo", help="train a small CNN from fastconv.nn on scikit-learn's 8x8 digits")
+    d.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
+    d.add_argument("--seed", type=int, default=0, help="seed of the initialization and shuffling")
+    d.add_argument("--plot", metavar="PATH", default="fastconv-demo.png",
+                   help="PNG of the loss and accuracy curves, when matplotlib is installed "
+                        "(default fastconv-demo.png; '' for none)")
+    d.set_defaults(func=cmd_demo)
     return ap
 
 

@@ -1,0 +1,88 @@
+"""``fastconv demo``: train a small CNN built from fastconv.nn on scikit-learn's 8x8 digits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from . import nn
+
+
+def build_model(rng: np.random.Generator) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),   # 16 x 4 x 4
+        nn.Conv2d(16, 32, 3, padding=1, rng=rng), nn.ReLU(), nn.MaxPool2d(2),  # 32 x 2 x 2
+        nn.Flatten(), nn.Dropout(0.75, rng=rng), nn.Linear(128, 10, rng=rng),
+    )
+
+
+def run(epochs: int = 15, batch: int = 32, lr: float = 0.05, seed: int = 0, plot: str | None = None,
+        log: Any = print) -> dict[str, Any]:
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise RuntimeError("the demo needs scikit-learn: pip install 'fastconv[demo]'") from exc
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8), in [0, 1]
+    y = digits.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+    n_test = len(x) // 5
+    test, train = order[:n_test], order[n_test:]
+    x_mean = x[train].mean()
+    x = x - x_mean
+    model = build_model(rng)
+    loss_fn = nn.SoftmaxCrossEntropy()
+    opt = nn.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    history: dict[str, list[float]] = {"loss": [], "train_acc": [], "test_acc": []}
+    t0 = time.perf_counter()
+    log(f"training on {len(train)} digits, testing on {len(test)}; {epochs} epochs")
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = rng.permutation(train)
+        losses, correct = [], 0
+        for i in range(0, len(perm), batch):
+            idx = perm[i : i + batch]
+            logits = model.forward(x[idx])
+            losses.append(loss_fn(logits, y[idx]))
+            correct += int((logits.argmax(axis=1) == y[idx]).sum())
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+        model.eval()
+        test_acc = float((model.forward(x[test]).argmax(axis=1) == y[test]).mean())
+        history["loss"].append(float(np.mean(losses)))
+        history["train_acc"].append(correct / len(train))
+        history["test_acc"].append(test_acc)
+        log(f"epoch {epoch:2d}  loss {history['loss'][-1]:.4f}  train acc {correct / len(train):.3f}  "
+            f"test acc {test_acc:.3f}  ({time.perf_counter() - t0:.1f} s)")
+    history["seconds"] = time.perf_counter() - t0  # type: ignore[assignment]
+    if plot:
+        _plot(history, plot, log)
+    return history
+
+
+def _plot(history: dict, path: str, log: Any) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib is not installed: no plot")
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = range(1, len(history["loss"]) + 1)
+    a.plot(epochs, history["loss"])
+    a.set_xlabel("epoch")
+    a.set_ylabel("training loss")
+    b.plot(epochs, history["train_acc"], label="train")
+    b.plot(epochs, history["test_acc"], label="test")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    log(f"wrote {path}")
