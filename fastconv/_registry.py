@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ._auto import choose
+
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
 
 
@@ -90,11 +92,9 @@ def _check_op(op: str) -> dict[str, Method]:
 
 def available_methods(op: str) -> tuple[str, ...]:
     """The concrete methods of ``op`` that can run here (their requirements import)."""
-    return tuple(
-        name
-        for name, m in _check_op(op).items()
-        if all(requirement_error(p) is None for p in m.requires)
-    )
+    names = [name for name, m in _check_op(op).items()
+             if all(requirement_error(p) is None for p in m.requires)]
+    return tuple(names)
 
 
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
@@ -102,8 +102,6 @@ def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
     """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
-        from ._auto import choose
-
         method = choose(op, geometry, dtype, available_methods(op), direction)
     if not isinstance(method, str) or method not in table:
         raise ValueError(

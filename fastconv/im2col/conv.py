@@ -17,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from .._params import ConvGeometry
+from .._quiet import quiet as _quiet
 from .._workspace import scratch
 from ..jit._numba import kernel, launch
 from ..jit.conv import _packed_input, _tap_columns
@@ -91,12 +92,16 @@ def _unpack(dxpk, dx, n0, pt, pl):
                     out[j * SW] = row[j]
 
 
-def _chunk(g: ConvGeometry, itemsize: int, fixed_bytes: int, copies: int) -> int:
-    """Images per chunk: ``copies`` matrices of K x (B * P) within the memory budget."""
+def _chunk(g: ConvGeometry, itemsize: int, fixed_bytes: int) -> int:
+    """Images per chunk, so that the scratch memory stays within max(64 MiB, inputs + outputs)."""
     budget = max(MIN_BUDGET, fixed_bytes)
-    per_image = copies * g.Cg * g.groups * g.KH * g.KW * g.Ho * g.Wo * itemsize
-    per_image += 2 * g.F * g.Ho * g.Wo * itemsize  # the GEMM result and the dout chunk copy
-    return int(max(1, min(g.N, budget // max(1, per_image))))
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = max((g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1, g.pt + g.H)
+    packed = g.C * rows * g.sw * max(g.Wo + int(coloff[-1]), -(-(g.pl + g.W) // g.sw))
+    per_image = g.Cg * g.groups * g.KH * g.KW * g.Ho * g.Wo  # the unfolded matrix
+    per_image += 2 * g.F * g.Ho * g.Wo  # the GEMM result, or the dout chunk
+    per_image += 2 * packed  # the padded input and the padded input gradient
+    return int(max(1, min(g.N, budget // (per_image * itemsize))))
 
 
 def _unfold(x: np.ndarray, g: ConvGeometry, n0: int, B: int, buf: np.ndarray) -> np.ndarray:
@@ -115,6 +120,7 @@ def _pointwise(g: ConvGeometry) -> bool:
     return g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
 
 
+@_quiet
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
     if _pointwise(g):  # out[n, g] = w[g] @ x[n, g]: one GEMM per image and group, straight into NCHW
         out = np.matmul(w.reshape(1, g.groups, g.Fg, g.Cg), x.reshape(g.N, g.groups, g.Cg, g.H * g.W))
@@ -123,7 +129,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
             out += b[None, :, None, None]
         return out
     out = np.empty((g.N, g.F, g.Ho, g.Wo), x.dtype)
-    B = _chunk(g, x.itemsize, x.nbytes + out.nbytes, 1)
+    B = _chunk(g, x.itemsize, x.nbytes + out.nbytes)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
     wg = w.reshape(g.groups, g.Fg, K)
     out5 = out.reshape(g.N, g.groups, g.Fg, P)
@@ -139,6 +145,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
     return out
 
 
+@_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -153,7 +160,7 @@ def conv2d_backward(
         return dx, dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False), db
     dx = np.empty_like(x)
     dw = np.zeros((g.groups, g.Fg, g.Cg * g.KH * g.KW), x.dtype)
-    B = _chunk(g, x.itemsize, x.nbytes + dout.nbytes + dx.nbytes, 1)
+    B = _chunk(g, x.itemsize, x.nbytes + dout.nbytes + dx.nbytes + w.nbytes)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1

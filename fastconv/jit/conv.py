@@ -23,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from .._params import ConvGeometry
+from .._quiet import quiet as _quiet
 from .._workspace import scratch
 from ._numba import inline, kernel, launch, stack_empty
 
@@ -147,6 +148,7 @@ def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff) -> None:
 
 
 # ------------------------------------------------------------------------------------------- forward
+@_quiet
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     nch = -(-g.Wo // VL)
@@ -281,8 +283,9 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     xpk = _packed_input(x, rows, cols, g.pt, g.pl, g.sw)
     _, _, R, P, J = xpk.shape
     # Where tap q = (k, kh, kw) of group gi starts in one image's flattened packed input.
-    k, a, e = np.meshgrid(np.arange(g.Cg), np.arange(g.KH), np.arange(g.KW), indexing="ij")
-    offq = (k * R + a * g.dh) * (P * J) + colph[e] * J + coloff[e]
+    k = np.arange(g.Cg)[:, None, None]
+    a = np.arange(g.KH)[None, :, None]
+    offq = (k * R + a * g.dh) * (P * J) + (colph * J + coloff)[None, None, :]
     Q = g.Cg * g.KH * g.KW
     nq = -(-Q // QB) * QB
     offq = np.concatenate([offq.reshape(-1), np.zeros(nq - Q, offq.dtype)])  # padding taps: discarded
@@ -300,6 +303,7 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return np.ascontiguousarray(dw.reshape(g.F, g.Cg, g.KH, g.KW))
 
 
+@_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

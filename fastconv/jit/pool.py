@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from .._params import PoolGeometry
+from .._quiet import quiet as _quiet
 from ._numba import inline, kernel, launch
 
 
@@ -191,12 +192,14 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                         drow[j * sw + off] += share[j]
 
 
+@_quiet
 def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
     launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
     return out
 
 
+@_quiet
 def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = np.empty_like(x)
     launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
@@ -210,6 +213,7 @@ def _counts(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+@_quiet
 def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
     hcnt, wcnt = _counts(g)
@@ -217,6 +221,7 @@ def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     return out
 
 
+@_quiet
 def avg_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = np.empty_like(x)
     hcnt, wcnt = _counts(g)

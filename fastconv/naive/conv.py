@@ -10,9 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import ConvGeometry
-
-# inf - inf and the like give NaN silently, as in the compiled methods and in PyTorch.
-_quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")
+from .._quiet import quiet as _quiet
 
 
 def _pad(x: np.ndarray, g: ConvGeometry) -> np.ndarray:

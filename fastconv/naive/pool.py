@@ -12,9 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._params import PoolGeometry
-
-# inf - inf and the like give NaN silently, as in the compiled methods and in PyTorch.
-_quiet = np.errstate(invalid="ignore", over="ignore", divide="ignore")
+from .._quiet import quiet as _quiet
 
 
 def _taps(start: int, k: int, d: int, size: int) -> np.ndarray:

@@ -1,0 +1,158 @@
+"""Memory, disk cache and install robustness (threads and determinism are in test_threads.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv.im2col import conv as im2col_conv
+
+
+def _run(code: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+# -------------------------------------------------------------------------------------------- memory
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_im2col_memory_bound(direction, monkeypatch):
+    """Scratch memory beyond inputs and results stays within max(budget, inputs + outputs)."""
+    monkeypatch.setattr(im2col_conv, "MIN_BUDGET", 1 << 20)  # 1 MiB: forces several chunks
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 8, 20, 20)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    dout = rng.standard_normal((16, 16, 20, 20)).astype(np.float32)
+    kw = dict(padding=1, method="im2col")
+    fastconv.conv2d_backward(dout, x, w, **kw)  # compile outside the measurement
+    fastconv.release_workspace()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        if direction == "forward":
+            out = fastconv.conv2d_forward(x, w, **kw)
+            results = out.nbytes
+            fixed = x.nbytes + out.nbytes
+        else:
+            res = fastconv.conv2d_backward(dout, x, w, **kw)
+            results = sum(a.nbytes for a in res)
+            fixed = x.nbytes + dout.nbytes + res[0].nbytes + w.nbytes
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+        fastconv.release_workspace()
+    unfolded = 8 * 9 * 16 * 400 * 4  # what an unchunked im2col would hold: 1.8 MiB
+    extra = peak - results
+    assert extra <= max(1 << 20, fixed) + (64 << 10), f"extra {extra} bytes"
+    assert extra < unfolded + fixed  # chunking happened
+
+
+def test_no_growth_over_many_calls():
+    """Traced memory does not grow over 600 rounds of every op and method (after 50 to warm up).
+
+    Run in a fresh interpreter, away from pytest's own bookkeeping. CPython's freelists keep up to 2000
+    freed tuples of each size allocated, which tracemalloc counts; the bound allows for that."""
+    res = _run("""
+        import tracemalloc
+        import numpy as np, fastconv
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((2, 4, 9, 9)).astype(np.float32)
+        w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+        kw = dict(groups=2, stride=2, padding=1)
+
+        def calls():
+            for method in ("jit", "im2col", "auto"):
+                out = fastconv.conv2d_forward(x, w, method=method, **kw)
+                fastconv.conv2d_backward(out, x, w, method=method, **kw)
+            for op in ("max_pool2d", "avg_pool2d"):
+                for method in ("jit", "auto"):
+                    out = getattr(fastconv, op + "_forward")(x, 3, stride=2, padding=1, method=method)
+                    getattr(fastconv, op + "_backward")(out, x, 3, stride=2, padding=1, method=method)
+
+        for _ in range(50):
+            calls()
+        tracemalloc.start()
+        calls()
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(600):
+            calls()
+        print(tracemalloc.get_traced_memory()[0] - before)
+    """)
+    assert res.returncode == 0, res.stderr
+    growth = int(res.stdout)
+    assert growth < 32 << 10, f"grew by {growth} bytes over 600 rounds"
+
+
+# ------------------------------------------------------------------------------------ disk cache
+CACHE_PROBE = """
+    import numpy as np, fastconv
+    from fastconv.jit import pool
+    x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    out = fastconv.max_pool2d_forward(x, 2, method="jit")
+    assert out.shape == (2, 3, 4, 4)
+    stats = pool._max_fwd.stats
+    print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+
+def test_disk_cache_concurrent_compiles_then_reuse(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(CACHE_PROBE)], env={**os.environ, **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    again = _run(CACHE_PROBE, env)
+    assert again.returncode == 0, again.stderr
+    hits, misses = map(int, again.stdout.split())
+    assert hits >= 1 and misses == 0  # loaded from disk, not compiled
+
+
+def test_cache_can_be_turned_off(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "FASTCONV_CACHE": "0"}
+    res = _run(CACHE_PROBE, env)
+    assert res.returncode == 0, res.stderr
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.nbi"))
+
+
+def test_unusable_cache_dir_still_computes(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = _run(CACHE_PROBE, {"NUMBA_CACHE_DIR": str(blocker / "cache")})
+    assert res.returncode == 0, res.stderr
+
+
+def test_nothing_compiles_at_import():
+    res = _run("""
+        import sys, fastconv
+        assert "numba" not in sys.modules, "import fastconv loaded numba"
+        print("ok")
+    """)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
+
+
+# ----------------------------------------------------------------------------------- broken numba
+def test_without_numba_naive_still_works():
+    res = _run("""
+        import sys
+        sys.modules["numba"] = None  # as if numba were missing or failed to import
+        import numpy as np, fastconv
+        assert fastconv.available_methods("conv2d") == ("naive",)
+        x, w = np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2))
+        assert fastconv.conv2d_forward(x, w).sum() == 16  # auto falls back to naive
+        try:
+            fastconv.conv2d_forward(x, w, method="jit")
+        except ImportError as exc:
+            assert "method='naive' works without it" in str(exc), exc
+        else:
+            raise AssertionError("no error")
+        print("ok")
+    """)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr
