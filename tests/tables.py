@@ -38,6 +38,7 @@ CONV_CASES = [
     ((2, 6, 6, 6), (6, 3, 3, 3), dict(groups=2, stride=2, padding=1, dilation=2), True),
     ((1, 1, 1, 1), (1, 1, 1, 1), dict(), True),
     ((1, 16, 5, 5), (24, 16, 3, 3), dict(padding=1), True),  # wider channels
+    ((2, 36, 7, 6), (10, 18, 3, 2), dict(groups=2, stride=(2, 1), padding=1, dilation=(1, 2)), False),
     ((2, 1, 12, 3), (2, 1, 5, 1), dict(padding=(2, 0)), False),  # tall thin
 ]
 

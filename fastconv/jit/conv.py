@@ -274,7 +274,106 @@ def _dw_f64(dT, xpk, offq, dwt, sh):
 _DW = {np.dtype(np.float32): (_dw_f32, 16), np.dtype(np.float64): (_dw_f64, 8)}
 
 
+MB = 16  # output channels per tile of the channel-vector dw kernel
+
+
+@inline
+def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk):
+    """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dT[n, i, j, (g*nmb + mb)*MB + m]
+    * xT[n, g, i*sh + a*dh, colph[e], j + coloff[e], kb*kv + t]
+
+    The input is channel-last, so kv input channels are one vector and MB output channels are MB
+    broadcasts from one cache line: the same register tile as _fwd_tiles, for input channels >= kv.
+    Each task owns one (mb, kb) block of dw for all taps and goes through the batch in chunks of nchunk
+    images, every tap of a chunk in turn, so the chunk is read from cache KH*KW times, not from memory."""
+    N, Ho, Wo, Fp = dT.shape
+    G, nmb, nkb, KH, KW, _, _ = dwt.shape
+    _, _, R, P, J, Cp = xT.shape
+    for task in prange(G * nmb * nkb):
+        kb = task % nkb
+        r = task // nkb
+        mb = r % nmb
+        g = r // nmb
+        m0 = (g * nmb + mb) * MB
+        acc = numba.carray(stack_empty(ACC, xT.dtype), (MB, kv))
+        out = dwt[g, mb, kb]
+        out[...] = 0
+        for n0 in range(0, N, nchunk):
+            for a in range(KH):
+                for e in range(KW):
+                    for m in range(MB):
+                        for t in range(kv):
+                            acc[m, t] = 0
+                    for n in range(n0, min(N, n0 + nchunk)):
+                        xn = xT[n, g].reshape(-1)
+                        dn = dT[n].reshape(-1)
+                        for i in range(Ho):
+                            xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * Cp + kb * kv
+                            dbase = i * Wo * Fp + m0
+                            for j in range(Wo):
+                                # unsigned indices: no wraparound code, the tile stays in registers
+                                for t in range(kv):
+                                    xv = xn[np.uint64(xbase + j * Cp + t)]
+                                    for m in range(MB):
+                                        acc[m, t] += dn[np.uint64(dbase + j * Fp + m)] * xv
+                    tile = out[a, e]
+                    for m in range(MB):
+                        for t in range(kv):
+                            tile[m, t] += acc[m, t]
+
+
+@kernel
+def _dwc_f32(dT, xT, dwt, sh, dh, colph, coloff, nchunk):
+    _dwc_tiles(16, dT, xT, dwt, sh, dh, colph, coloff, nchunk)
+
+
+@kernel
+def _dwc_f64(dT, xT, dwt, sh, dh, colph, coloff, nchunk):
+    _dwc_tiles(8, dT, xT, dwt, sh, dh, colph, coloff, nchunk)
+
+
+_DWC = {np.dtype(np.float32): (_dwc_f32, 16), np.dtype(np.float64): (_dwc_f64, 8)}
+
+
+def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarray:
+    """dout as (N, Ho, Wo, groups * nmb * mv): output channels contiguous, each group zero-filled to
+    whole tiles of mv."""
+    nmb = -(-g.Fg // mv)
+    shape = (g.N, g.Ho, g.Wo, g.groups, nmb * mv)
+    dT = scratch("dout", int(np.prod(shape)), dout.dtype).reshape(shape)
+    dT[..., : g.Fg] = dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo).transpose(0, 3, 4, 1, 2)
+    dT[..., g.Fg :] = 0
+    return dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
+
+
+def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    dtype = x.dtype
+    fn, kv = _DWC[dtype]
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    xpk = _packed_input(x, rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
+    _, _, R, P, J = xpk.shape
+    nkb = -(-g.Cg // kv)
+    shape = (g.N, g.groups, R, P, J, nkb * kv)
+    xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
+    xT[..., : g.Cg] = xpk.reshape(g.N, g.groups, g.Cg, R, P, J).transpose(0, 1, 3, 4, 5, 2)
+    xT[..., g.Cg :] = 0
+    nmb = -(-g.Fg // MB)
+    dT = _dout_channels_last(dout, g, MB)
+    dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, MB, kv), dtype)
+    # images per chunk: one tile's share of dout and of the input within about 256 KiB of cache
+    per_image = (g.Ho * g.Wo * MB + R * P * J * kv) * dtype.itemsize
+    nchunk = max(1, (256 << 10) // per_image)
+    launch(fn, dT, xT, dwt, g.sh, g.dh, colph, coloff, nchunk)
+    # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
+    dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * MB, nkb * kv, g.KH, g.KW)
+    return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, g.KH, g.KW))
+
+
 def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """Tiles over input channels when there are enough of them, else over taps."""
+    if g.Cg >= _DWC[x.dtype][1]:
+        return _conv_dw_channels(dout, x, g)
     dtype = x.dtype
     fn, mv = _DW[dtype]
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
@@ -290,13 +389,8 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     nq = -(-Q // QB) * QB
     offq = np.concatenate([offq.reshape(-1), np.zeros(nq - Q, offq.dtype)])  # padding taps: discarded
     offq = (offq[None, :] + (np.arange(g.groups) * g.Cg * R * P * J)[:, None]).astype(np.intp)
-    # dout transposed so output channels are contiguous, each group zero-filled to whole tiles.
     nmb = -(-g.Fg // mv)
-    shape = (g.N, g.Ho, g.Wo, g.groups, nmb * mv)
-    dT = scratch("dout", int(np.prod(shape)), dtype).reshape(shape)
-    dT[..., : g.Fg] = dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo).transpose(0, 3, 4, 1, 2)
-    dT[..., g.Fg :] = 0
-    dT = dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
+    dT = _dout_channels_last(dout, g, mv)
     dwt = np.empty((g.groups, nmb, nq, mv), dtype)
     launch(fn, dT, xpk, offq, dwt, g.sh)
     dw = dwt[:, :, :Q, :].transpose(0, 1, 3, 2).reshape(g.groups, nmb * mv, Q)[:, : g.Fg]
