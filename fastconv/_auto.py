@@ -21,10 +21,11 @@ def _conv_choice(g: ConvGeometry, direction: str) -> str:
     pointwise = g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
     if pointwise:
         return "im2col"
+    depthwise = g.groups > 1 and g.groups == g.C
     if direction == "forward":
-        wide = g.Fg >= 128 and g.Cg * g.KH * g.KW >= 1024
+        wide = g.Fg >= 128 and g.Cg * g.KH * g.KW >= 576 and not depthwise
         return "im2col" if wide else "jit"
-    return "jit" if g.flops < SMALL_BACKWARD_FLOPS or g.groups == g.C else "im2col"
+    return "jit" if g.flops < SMALL_BACKWARD_FLOPS or depthwise else "im2col"
 
 
 def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...],
