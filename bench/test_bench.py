@@ -66,3 +66,35 @@ def test_pytorch(benchmark, torch_peer, op, layer, dtype, what):
     benchmark.pedantic(lambda: times.append(torch_peer.time(op, layer.name, dtype, what)),
                        rounds=7, iterations=1)
     benchmark.extra_info["peer_median_s"] = float(np.median(times))
+
+
+DROPIN_LAYERS = [layer for layer in _suite.CONV_LAYERS if layer.name in ("cs231n", "vgg", "res")]
+
+
+@pytest.mark.parametrize("api", ["nchw", "deeplearning_ai"])
+@pytest.mark.parametrize("layer", DROPIN_LAYERS, ids=[la.name for la in DROPIN_LAYERS])
+def test_nhwc_dropin(benchmark, layer, api):
+    """deeplearning.ai's NHWC conv_forward + conv_backward against the NCHW API on the same data: the
+    price of the layout conversions."""
+    from fastconv import deeplearning_ai as dlai
+
+    x, w, b, dout = layer.arrays(np.dtype("float32"))
+    kw = dict(stride=layer.stride, padding=layer.pad)
+    benchmark.group = f"dropin|{layer.name}|float32|fwdbwd"
+    benchmark.extra_info["method"] = api
+    if api == "nchw":
+        def fn():
+            _bench._api.conv2d_forward(x, w, b, **kw)
+            return _bench._api.conv2d_backward(dout, x, w, **kw)
+    else:
+        A = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        W = np.ascontiguousarray(w.transpose(2, 3, 1, 0))
+        bb = b.reshape(1, 1, 1, -1)
+        dZ = np.ascontiguousarray(dout.transpose(0, 2, 3, 1))
+        hp = {"stride": layer.stride, "pad": layer.pad}
+
+        def fn():
+            _, cache = dlai.conv_forward(A, W, bb, hp)
+            return dlai.conv_backward(dZ, cache)
+    fn()
+    benchmark(fn)
