@@ -10,8 +10,21 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class _Window:
+    H: int
+    W: int
+    K: int
+    stride: int
+    pad: int
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        return ((self.H + 2 * self.pad - self.K) // self.stride + 1,
+                (self.W + 2 * self.pad - self.K) // self.stride + 1)
+
+
 @dataclass(frozen=True)
-class ConvLayer:
+class ConvLayer(_Window):
     name: str
     N: int
     C: int
@@ -21,11 +34,6 @@ class ConvLayer:
     K: int
     stride: int
     pad: int
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return ((self.H + 2 * self.pad - self.K) // self.stride + 1,
-                (self.W + 2 * self.pad - self.K) // self.stride + 1)
 
     @property
     def flops(self) -> int:
@@ -48,7 +56,7 @@ class ConvLayer:
 
 
 @dataclass(frozen=True)
-class PoolLayer:
+class PoolLayer(_Window):
     name: str
     N: int
     C: int
@@ -57,11 +65,6 @@ class PoolLayer:
     K: int
     stride: int
     pad: int
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        return ((self.H + 2 * self.pad - self.K) // self.stride + 1,
-                (self.W + 2 * self.pad - self.K) // self.stride + 1)
 
     def arrays(self, dtype: np.dtype, seed: int = 0):
         rng = np.random.default_rng(seed)

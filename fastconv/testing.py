@@ -23,32 +23,8 @@ def rel_error(x: Any, y: Any) -> float:
     return float(np.max(np.abs(x - y) / np.maximum(1e-8, np.abs(x) + np.abs(y))))
 
 
-def eval_numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, verbose: bool = True,
-                            h: float = 1e-5) -> np.ndarray:
-    """Centered-difference gradient of the scalar f at x (x is perturbed in place and restored).
-
-    As in CS231n, ``verbose`` prints each index and its gradient."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
-    while not it.finished:
-        ix = it.multi_index
-        old = x[ix]
-        x[ix] = old + h
-        fxph = f(x)
-        x[ix] = old - h
-        fxmh = f(x)
-        x[ix] = old
-        grad[ix] = (fxph - fxmh) / (2 * h)
-        if verbose:
-            print(ix, grad[ix])
-        it.iternext()
-    return grad
-
-
-def eval_numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, df: np.ndarray,
-                                  h: float = 1e-5) -> np.ndarray:
-    """Numerical gradient of sum(f(x) * df) with respect to x, for a function returning an array."""
-    grad = np.zeros_like(x)
+def _centered(f: Callable[[np.ndarray], Any], x: np.ndarray, h: float):
+    """For each element of x: its index, f(x + h) and f(x - h) (x is perturbed in place and restored)."""
     it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
     while not it.finished:
         ix = it.multi_index
@@ -58,8 +34,29 @@ def eval_numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.n
         x[ix] = old - h
         neg = np.array(f(x), copy=True)
         x[ix] = old
-        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        yield ix, pos, neg
         it.iternext()
+
+
+def eval_numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, verbose: bool = True,
+                            h: float = 1e-5) -> np.ndarray:
+    """Centered-difference gradient of the scalar f at x (x is perturbed in place and restored).
+
+    As in CS231n, ``verbose`` prints each index and its gradient."""
+    grad = np.zeros_like(x)
+    for ix, pos, neg in _centered(f, x, h):
+        grad[ix] = (pos - neg) / (2 * h)
+        if verbose:
+            print(ix, grad[ix])
+    return grad
+
+
+def eval_numerical_gradient_array(f: Callable[[np.ndarray], np.ndarray], x: np.ndarray, df: np.ndarray,
+                                  h: float = 1e-5) -> np.ndarray:
+    """Numerical gradient of sum(f(x) * df) with respect to x, for a function returning an array."""
+    grad = np.zeros_like(x)
+    for ix, pos, neg in _centered(f, x, h):
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
     return grad
 
 

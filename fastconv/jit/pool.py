@@ -57,6 +57,24 @@ def _argmax_row(xrow, best, tap, lo, hi, sw, off, t):
         ts[j] = t if take else ts[j]
 
 
+@inline
+def _sum_row(xrow, orow, lo, hi, sw, off):
+    """orow[j] += xrow[j*sw + off] for j in [lo, hi)."""
+    xs = xrow[lo * sw + off :]
+    os = orow[lo:hi]
+    for j in range(hi - lo):
+        os[j] += xs[j * sw]
+
+
+@inline
+def _spread_row(share, drow, lo, hi, sw, off):
+    """drow[j*sw + off] += share[j] for j in [lo, hi): one tap's part of the average-pool gradient."""
+    ds = drow[lo * sw + off :]
+    ss = share[lo:hi]
+    for j in range(hi - lo):
+        ds[j * sw] += ss[j]
+
+
 @kernel
 def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
@@ -161,8 +179,12 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                 xrow = plane[ih]
                 for e in range(KW):
                     off = e - pw
-                    for j in range(lo[e], hi[e]):
-                        orow[j] += xrow[j * sw + off]
+                    if sw == 1:  # constant strides let LLVM vectorize
+                        _sum_row(xrow, orow, lo[e], hi[e], 1, off)
+                    elif sw == 2:
+                        _sum_row(xrow, orow, lo[e], hi[e], 2, off)
+                    else:
+                        _sum_row(xrow, orow, lo[e], hi[e], sw, off)
             for j in range(Wo):
                 orow[j] = orow[j] / (hcnt[i] * wcnt[j])
 
@@ -188,8 +210,12 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                 drow = dplane[ih]
                 for e in range(KW):
                     off = e - pw
-                    for j in range(lo[e], hi[e]):
-                        drow[j * sw + off] += share[j]
+                    if sw == 1:
+                        _spread_row(share, drow, lo[e], hi[e], 1, off)
+                    elif sw == 2:
+                        _spread_row(share, drow, lo[e], hi[e], 2, off)
+                    else:
+                        _spread_row(share, drow, lo[e], hi[e], sw, off)
 
 
 @_quiet
