@@ -18,6 +18,8 @@ any thread count.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numba
 import numpy as np
 from numba import prange
@@ -86,9 +88,9 @@ def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ forward tiles
 @inline
-def _fwd_tiles(fb, xpk, wpk, bias, out, sh, dh, colph, coloff):
+def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
     """out[n, g*Mg + m, i, j] = bias + sum_{k, a, e} wpk[g, m // fb, k, a, e, m % fb]
-    * xpk[n, g*K + k, i*sh + a*dh, colph[e], j + coloff[e]]."""
+    * xpk[n, g*K + k, r0 + i*sh + a*dh, colph[e], j + coloff[e]]. out may be a strided view."""
     N, M, Ho, Wo = out.shape
     G, nb, K, KH, KW, _ = wpk.shape
     Mg = M // G
@@ -109,7 +111,7 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, sh, dh, colph, coloff):
                     acc[m, t] = 0
             for k in range(K):
                 for a in range(KH):
-                    plane = xpk[n, g * K + k, i * sh + a * dh]
+                    plane = xpk[n, g * K + k, r0 + i * sh + a * dh]
                     for e in range(KW):
                         # Slices, not xrow[base + t]: an index LLVM cannot prove non-negative gets
                         # numba's wraparound code per lane and turns the load into a gather.
@@ -130,26 +132,39 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, sh, dh, colph, coloff):
 
 
 @kernel
-def _fwd_f32(xpk, wpk, bias, out, sh, dh, colph, coloff):
-    _fwd_tiles(16, xpk, wpk, bias, out, sh, dh, colph, coloff)
+def _fwd_f32(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
+    _fwd_tiles(16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
 
 
 @kernel
-def _fwd_f64(xpk, wpk, bias, out, sh, dh, colph, coloff):
-    _fwd_tiles(8, xpk, wpk, bias, out, sh, dh, colph, coloff)
+def _fwd_f64(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
+    _fwd_tiles(8, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
 
 
 _FWD = {np.dtype(np.float32): _fwd_f32, np.dtype(np.float64): _fwd_f64}
 
 
-def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff) -> None:
+def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff, r0=0) -> None:
     fb = FB[out.dtype]
-    launch(_FWD[out.dtype], xpk, _packed_weights(wt, groups, fb), bias, out, sh, dh, colph, coloff)
+    launch(_FWD[out.dtype], xpk, _packed_weights(wt, groups, fb), bias, out, r0, sh, dh, colph, coloff)
 
 
 # ------------------------------------------------------------------------------------------- forward
+def _flat_pointwise(g: ConvGeometry) -> ConvGeometry | None:
+    """For a 1x1 kernel at stride 1 without padding, the same conv on images of one row of H*W pixels:
+    long contiguous rows fill the vector tiles (a 14-wide row wastes 2 of 16 lanes and every row ends a
+    tile). None for any other conv."""
+    if g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0 and g.H > 1:
+        return replace(g, H=1, W=g.H * g.W, Ho=1, Wo=g.H * g.W)
+    return None
+
+
 @_quiet
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
+    flat = _flat_pointwise(g)
+    if flat is not None:
+        out = conv2d_forward(x.reshape(g.N, g.C, 1, g.H * g.W), w, b, flat)
+        return out.reshape(g.N, g.F, g.Ho, g.Wo)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     nch = -(-g.Wo // VL)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
@@ -181,35 +196,39 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     # Transposed kernel: dx's channels are the outputs, dout's channels the inputs, per group.
     wt = w.reshape(g.groups, g.Fg, g.Cg, g.KH, g.KW).transpose(0, 2, 1, 3, 4)
     wt = wt.reshape(g.C, g.Fg, g.KH, g.KW)
-    strided = g.sh > 1 or g.sw > 1
-    # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
-    dx = np.zeros((g.N, g.C, g.H, g.W), dtype) if strided else np.empty((g.N, g.C, g.H, g.W), dtype)
+    # Each phase (rh, rw) of dx: dx[q] = sum_t w[tap_t] * dout[q - m_t], m_t = (tap_t*d - r) // s, with
+    # the taps flipped so that the source index grows with the tap: source = base + i + a * step.
+    phases = []
     for rh in range(g.sh):
         qh, nh = _phase_range(rh, g.pt, g.H, g.sh)
         taps_h, step_h = _phase_taps(rh, g.KH, g.dh, g.sh)
-        if nh == 0 or not taps_h:
-            continue
         for rw in range(g.sw):
             qw, nw = _phase_range(rw, g.pl, g.W, g.sw)
             taps_w, step_w = _phase_taps(rw, g.KW, g.dw, g.sw)
-            if nw == 0 or not taps_w:
-                continue
-            # dx[q] = sum_t w[tap_t] * dout[q - m_t], m_t = (tap_t*d - r) // s, taps flipped so that
-            # the source index grows with the tap: source = q - m_last + a * step.
+            if nh == 0 or nw == 0 or not taps_h or not taps_w:
+                continue  # no dx positions here, or none that any tap reaches: they stay zero
             base_h = qh - (taps_h[-1] * g.dh - rh) // g.sh
             base_w = qw - (taps_w[-1] * g.dw - rw) // g.sw
-            th, tw = len(taps_h), len(taps_w)
-            nch = -(-nw // VL)
-            src = _packed_input(dout, nh + (th - 1) * step_h, nch * VL + (tw - 1) * step_w,
-                                -base_h, -base_w, 1)
-            wsub = np.ascontiguousarray(wt[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
-            coloff = (np.arange(tw) * step_w).astype(np.intp)
-            colph = np.zeros(tw, np.intp)
-            out = np.empty((g.N, g.C, nh, nw), dtype) if strided else dx
-            _run_tiles(src, wsub, g.groups, np.zeros(g.C, dtype), out, 1, step_h, colph, coloff)
-            if strided:
-                h0, w0 = qh * g.sh + rh - g.pt, qw * g.sw + rw - g.pl
-                dx[:, :, h0 :: g.sh, w0 :: g.sw][:, :, :nh, :nw] = out
+            phases.append((rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w))
+    strided = g.sh > 1 or g.sw > 1
+    # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
+    dx = np.zeros((g.N, g.C, g.H, g.W), dtype) if strided else np.empty((g.N, g.C, g.H, g.W), dtype)
+    if not phases:
+        return dx
+    # One zero-padded copy of dout serves every phase: phase rows start at top + base_h.
+    top = max(0, max(-p[10] for p in phases))
+    left = max(0, max(-p[11] for p in phases))
+    rows = max(top + p[10] + p[4] + (len(p[6]) - 1) * p[8] for p in phases)
+    cols = max(left + p[11] + -(-p[5] // VL) * VL + (len(p[7]) - 1) * p[9] for p in phases)
+    src = _packed_input(dout, rows, cols, top, left, 1)
+    zeros = np.zeros(g.C, dtype)
+    for rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w in phases:
+        wsub = np.ascontiguousarray(wt[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
+        coloff = (left + base_w + np.arange(len(taps_w)) * step_w).astype(np.intp)
+        colph = np.zeros(len(taps_w), np.intp)
+        h0, w0 = qh * g.sh + rh - g.pt, qw * g.sw + rw - g.pl
+        out = dx[:, :, h0 :: g.sh, w0 :: g.sw][:, :, :nh, :nw]  # written in place, strided
+        _run_tiles(src, wsub, g.groups, zeros, out, 1, step_h, colph, coloff, r0=top + base_h)
     return dx
 
 
@@ -402,4 +421,9 @@ def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+    flat = _flat_pointwise(g)
+    if flat is not None:
+        dout1 = dout.reshape(g.N, g.F, 1, g.H * g.W)
+        x1 = x.reshape(g.N, g.C, 1, g.H * g.W)
+        return _conv_dx(dout1, w, flat).reshape(x.shape), _conv_dw(dout1, x1, flat), db
     return _conv_dx(dout, w, g), _conv_dw(dout, x, g), db
