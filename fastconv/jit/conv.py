@@ -96,12 +96,13 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
     Mg = M // G
     nch = (Wo + VL - 1) // VL
     for task in prange(N * G * nb * Ho):
-        i = task % Ho
-        r = task // Ho
-        b = r % nb
-        r //= nb
+        # output-channel blocks vary fastest: consecutive tasks reuse the same input rows from cache
+        b = task % nb
+        r = task // nb
         g = r % G
-        n = r // G
+        r //= G
+        i = r % Ho
+        n = r // Ho
         acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, VL))
         mcount = min(fb, Mg - b * fb)
         for ch in range(nch):
