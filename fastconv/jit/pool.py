@@ -41,20 +41,21 @@ def _max_row(xrow, orow, lo, hi, sw, off):
 
 
 @inline
-def _argmax_row(xrow, best, tap, lo, hi, sw, off, t):
-    """The running max of each window and which tap holds it, updated with tap number t of one row.
-
-    The tap number is kept in an array of x's own dtype (exact for any kernel size) so that every array
-    in the loop has the same lane width and LLVM vectorizes it."""
+def _first_tap_row(xrow, best, tap, lo, hi, sw, off, t):
+    """Second pass of the max-pool backward, one tap of one row: the tap takes the window's gradient if it
+    is the first to equal the window's maximum, or, when the maximum is NaN, if it is NaN (so the last
+    NaN wins). Tap numbers are kept in an array of x's dtype so every array in the loop has the same lane
+    width, and all choices are selects: LLVM vectorizes the loop."""
     xs = xrow[lo * sw + off :]
     bs = best[lo:hi]
     ts = tap[lo:hi]
     for j in range(hi - lo):
         v = xs[j * sw]
         b = bs[j]
-        take = (v > b) | (v != v)  # bitwise: no short-circuit branch
-        bs[j] = v if take else b
-        ts[j] = t if take else ts[j]
+        tj = ts[j]
+        nan_max = b != b
+        take = (nan_max & (v != v)) | (~nan_max & (tj < 0) & (v == b))
+        ts[j] = t if take else tj
 
 
 @inline
@@ -121,15 +122,24 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         best = np.empty(Wo, x.dtype)
         tap = np.empty(Wo, x.dtype)
         for i in range(Ho):
-            # Until something beats -inf, a window's gradient goes to its first in-bounds element; a
-            # window with none (possible with dilation) gets tap -1: output -inf, no gradient.
-            a0 = 0 if i * sh >= ph else -((i * sh - ph) // dh)  # ceil((ph - i*sh) / dh)
-            row_ok = a0 < KH and i * sh + a0 * dh - ph < H
-            for j in range(Wo):
-                e0 = 0 if j * sw >= pw else -((j * sw - pw) // dw)
-                best[j] = -np.inf
-                ok = row_ok and e0 < KW and j * sw + e0 * dw - pw < W
-                tap[j] = a0 * KW + e0 if ok else -1
+            # Pass 1: each window's maximum (NaN winning), as in the forward pass.
+            best[:] = -np.inf
+            for a in range(KH):
+                ih = i * sh + a * dh - ph
+                if ih < 0 or ih >= H:
+                    continue
+                xrow = plane[ih]
+                for e in range(KW):
+                    off = e * dw - pw
+                    if sw == 1:
+                        _max_row(xrow, best, lo[e], hi[e], 1, off)
+                    elif sw == 2:
+                        _max_row(xrow, best, lo[e], hi[e], 2, off)
+                    else:
+                        _max_row(xrow, best, lo[e], hi[e], sw, off)
+            # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the input
+            # (possible with dilation) keeps tap -1: output -inf, no gradient.
+            tap[:] = -1
             for a in range(KH):
                 ih = i * sh + a * dh - ph
                 if ih < 0 or ih >= H:
@@ -139,11 +149,11 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
                     off = e * dw - pw
                     t = x.dtype.type(a * KW + e)
                     if sw == 1:
-                        _argmax_row(xrow, best, tap, lo[e], hi[e], 1, off, t)
+                        _first_tap_row(xrow, best, tap, lo[e], hi[e], 1, off, t)
                     elif sw == 2:
-                        _argmax_row(xrow, best, tap, lo[e], hi[e], 2, off, t)
+                        _first_tap_row(xrow, best, tap, lo[e], hi[e], 2, off, t)
                     else:
-                        _argmax_row(xrow, best, tap, lo[e], hi[e], sw, off, t)
+                        _first_tap_row(xrow, best, tap, lo[e], hi[e], sw, off, t)
             grow = dout[n, c, i]
             for j in range(Wo):
                 k = int(tap[j])
