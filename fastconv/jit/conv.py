@@ -52,10 +52,15 @@ def _pack(src, dst, row0, col0, sw):
                 # j*sw + p - col0 lies in [0, W) for j in [jlo, jhi)
                 jlo = min(J, max(0, -((p - col0) // sw)))
                 jhi = min(J, max(jlo, (W - 1 + col0 - p) // sw + 1))
-                row = src[n, c, h]
                 out[:jlo] = 0
-                for j in range(jlo, jhi):
-                    out[j] = row[j * sw + p - col0]
+                seg = out[jlo:jhi]
+                row = src[n, c, h, jlo * sw + p - col0 :]
+                if sw == 1:  # slices and loops from 0: the forms LLVM vectorizes
+                    for j in range(jhi - jlo):
+                        seg[j] = row[j]
+                else:
+                    for j in range(jhi - jlo):
+                        seg[j] = row[j * sw]
                 out[jhi:] = 0
 
 
