@@ -18,7 +18,7 @@ from numba import prange
 
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
-from .._workspace import scratch
+from .._workspace import fresh, scratch
 from ..jit._numba import kernel, launch
 from ..jit.conv import _packed_input, _tap_columns
 
@@ -128,7 +128,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
         if b is not None:
             out += b[None, :, None, None]
         return out
-    out = np.empty((g.N, g.F, g.Ho, g.Wo), x.dtype)
+    out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
     B = _chunk(g, x.itemsize, x.nbytes + out.nbytes)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
     wg = w.reshape(g.groups, g.Fg, K)
@@ -158,7 +158,7 @@ def conv2d_backward(
         dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))
                         for i in range(g.groups)])
         return dx, dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False), db
-    dx = np.empty_like(x)
+    dx = fresh(x.shape, x.dtype)
     dw = np.zeros((g.groups, g.Fg, g.Cg * g.KH * g.KW), x.dtype)
     B = _chunk(g, x.itemsize, x.nbytes + dout.nbytes + dx.nbytes + w.nbytes)
     K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo

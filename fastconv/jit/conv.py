@@ -26,7 +26,7 @@ from numba import prange
 
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
-from .._workspace import scratch
+from .._workspace import fresh, scratch
 from ._numba import inline, kernel, launch, stack_empty
 
 VL = 16  # output columns per register tile
@@ -177,7 +177,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
     cols = nch * VL + int(coloff[-1])
     xpk = _packed_input(x, rows, cols, g.pt, g.pl, g.sw)
     bias = np.zeros(g.F, x.dtype) if b is None else b
-    out = np.empty((g.N, g.F, g.Ho, g.Wo), x.dtype)
+    out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
     _run_tiles(xpk, w, g.groups, bias, out, g.sh, g.dh, colph, coloff)
     return out
 
@@ -218,7 +218,9 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
             phases.append((rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w))
     strided = g.sh > 1 or g.sw > 1
     # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
-    dx = np.zeros((g.N, g.C, g.H, g.W), dtype) if strided else np.empty((g.N, g.C, g.H, g.W), dtype)
+    dx = fresh((g.N, g.C, g.H, g.W), dtype)
+    if strided:
+        dx.fill(0)  # positions that no tap reaches stay 0
     if not phases:
         return dx
     # One zero-padded copy of dout serves every phase: phase rows start at top + base_h.

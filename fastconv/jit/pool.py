@@ -16,6 +16,7 @@ from numba import prange
 
 from .._params import PoolGeometry
 from .._quiet import quiet as _quiet
+from .._workspace import fresh
 from ._numba import inline, kernel, launch
 
 
@@ -230,14 +231,14 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
 
 @_quiet
 def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
-    out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
+    out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
     launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
     return out
 
 
 @_quiet
 def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
-    dx = np.empty_like(x)
+    dx = fresh(x.shape, x.dtype)
     launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
     return dx
 
@@ -251,7 +252,7 @@ def _counts(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
 
 @_quiet
 def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
-    out = np.empty((g.N, g.C, g.Ho, g.Wo), x.dtype)
+    out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
     hcnt, wcnt = _counts(g)
     launch(_avg_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
     return out
@@ -259,7 +260,7 @@ def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
 
 @_quiet
 def avg_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
-    dx = np.empty_like(x)
+    dx = fresh(x.shape, x.dtype)
     hcnt, wcnt = _counts(g)
     launch(_avg_bwd, dout, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
     return dx
