@@ -2,7 +2,7 @@
 
 Forward: the input is padded once and its columns split by phase (column mod stride), so that every tap
 reads a contiguous run of input for a run of output columns. Each parallel task owns one output row of
-FB output channels and keeps an FB x VL tile of the row in vector registers while it loops over input
+FB output channels and keeps an FB x VW tile of the row in vector registers while it loops over input
 channels and taps (``_fwd_tiles``).
 
 Backward, dx: split by output phase (dx position mod stride), each phase is a stride-1 convolution of the
@@ -10,7 +10,7 @@ upstream gradient with the transposed, flipped sub-kernel of the taps that reach
 tile kernel. No zero-inserted gradient is ever formed, so no 0 * inf terms appear that naive lacks.
 
 Backward, dw: each task owns dw for FB output channels and a block of input channels, and reduces over the
-batch in chunks that stay in cache, again with FB x VL register tiles.
+batch in chunks that stay in cache, again with register tiles.
 
 Every task writes only what it owns and reduces in a fixed order, so results are bitwise identical for
 any thread count.
@@ -29,9 +29,7 @@ from .._quiet import quiet as _quiet
 from .._workspace import fresh, scratch
 from ._numba import inline, kernel, launch, stack_empty
 
-VL = 16  # output columns per register tile
 ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
-FB = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}  # output channels per tile
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -93,13 +91,13 @@ def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ forward tiles
 @inline
-def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
+def _fwd_tiles(fb, vw, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
     """out[n, g*Mg + m, i, j] = bias + sum_{k, a, e} wpk[g, m // fb, k, a, e, m % fb]
     * xpk[n, g*K + k, r0 + i*sh + a*dh, colph[e], j + coloff[e]]. out may be a strided view."""
     N, M, Ho, Wo = out.shape
     G, nb, K, KH, KW, _ = wpk.shape
     Mg = M // G
-    nch = (Wo + VL - 1) // VL
+    nch = (Wo + vw - 1) // vw
     for task in prange(N * G * nb * Ho):
         # output-channel blocks vary fastest: consecutive tasks reuse the same input rows from cache
         b = task % nb
@@ -108,12 +106,12 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
         r //= G
         i = r % Ho
         n = r // Ho
-        acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, VL))
+        acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
         mcount = min(fb, Mg - b * fb)
         for ch in range(nch):
-            j0 = ch * VL
+            j0 = ch * vw
             for m in range(fb):
-                for t in range(VL):
+                for t in range(vw):
                     acc[m, t] = 0
             for k in range(K):
                 for a in range(KH):
@@ -122,13 +120,13 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
                         # Slices, not xrow[base + t]: an index LLVM cannot prove non-negative gets
                         # numba's wraparound code per lane and turns the load into a gather.
                         base = j0 + coloff[e]
-                        xs = plane[colph[e], base : base + VL]
+                        xs = plane[colph[e], base : base + vw]
                         wv = wpk[g, b, k, a, e]
-                        for t in range(VL):
+                        for t in range(vw):
                             xv = xs[t]
                             for m in range(fb):
                                 acc[m, t] += wv[m] * xv
-            tmax = min(VL, Wo - j0)
+            tmax = min(vw, Wo - j0)
             for m in range(mcount):
                 oc = g * Mg + b * fb + m
                 bv = bias[oc]
@@ -139,20 +137,42 @@ def _fwd_tiles(fb, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
 
 @kernel
 def _fwd_f32(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+    _fwd_tiles(16, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
 
 
 @kernel
 def _fwd_f64(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(8, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+    _fwd_tiles(8, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
 
 
-_FWD = {np.dtype(np.float32): _fwd_f32, np.dtype(np.float64): _fwd_f64}
+# For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
+# 16-channel tile does not compute 13 to 15 channels of zeros.
+@kernel
+def _fwd_narrow_f32(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
+    _fwd_tiles(4, 32, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+
+
+@kernel
+def _fwd_narrow_f64(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
+    _fwd_tiles(4, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+
+
+# (kernel, output channels per tile, columns per tile), by dtype and by "few output channels"
+_FWD = {
+    (np.dtype(np.float32), False): (_fwd_f32, 16, 16),
+    (np.dtype(np.float64), False): (_fwd_f64, 8, 16),
+    (np.dtype(np.float32), True): (_fwd_narrow_f32, 4, 32),
+    (np.dtype(np.float64), True): (_fwd_narrow_f64, 4, 16),
+}
+
+
+def _tiling(out_per_group: int, dtype: np.dtype) -> tuple:
+    return _FWD[np.dtype(dtype), out_per_group <= 4]
 
 
 def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff, r0=0) -> None:
-    fb = FB[out.dtype]
-    launch(_FWD[out.dtype], xpk, _packed_weights(wt, groups, fb), bias, out, r0, sh, dh, colph, coloff)
+    fn, fb, _ = _tiling(out.shape[1] // groups, out.dtype)
+    launch(fn, xpk, _packed_weights(wt, groups, fb), bias, out, r0, sh, dh, colph, coloff)
 
 
 # ------------------------------------------------------------------------------------------- forward
@@ -172,9 +192,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
         out = conv2d_forward(x.reshape(g.N, g.C, 1, g.H * g.W), w, b, flat)
         return out.reshape(g.N, g.F, g.Ho, g.Wo)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
-    nch = -(-g.Wo // VL)
+    vw = _tiling(g.Fg, x.dtype)[2]
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    cols = nch * VL + int(coloff[-1])
+    cols = -(-g.Wo // vw) * vw + int(coloff[-1])
     xpk = _packed_input(x, rows, cols, g.pt, g.pl, g.sw)
     bias = np.zeros(g.F, x.dtype) if b is None else b
     out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
@@ -227,7 +247,8 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     top = max(0, max(-p[10] for p in phases))
     left = max(0, max(-p[11] for p in phases))
     rows = max(top + p[10] + p[4] + (len(p[6]) - 1) * p[8] for p in phases)
-    cols = max(left + p[11] + -(-p[5] // VL) * VL + (len(p[7]) - 1) * p[9] for p in phases)
+    vw = _tiling(g.Cg, dtype)[2]
+    cols = max(left + p[11] + -(-p[5] // vw) * vw + (len(p[7]) - 1) * p[9] for p in phases)
     src = _packed_input(dout, rows, cols, top, left, 1)
     zeros = np.zeros(g.C, dtype)
     for rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w in phases:
