@@ -30,7 +30,8 @@ def main() -> None:
     for (op, layer), methods in rows.items():
         if op != current:
             current = op
-            print(f"\n**{op}**\n")
+            title = "deeplearning.ai NHWC drop-in vs the NCHW API" if op == "dropin" else op
+            print(f"\n**{title}**\n")
             print("| layer | method | fwd ms | fwd GFLOP/s | fwd vs PyTorch | fwd+bwd ms | "
                   "fwd+bwd vs PyTorch |")
             print("|---|---|---:|---:|---:|---:|---:|")
@@ -43,8 +44,8 @@ def main() -> None:
                 else "-"
             vsb = f"{peer['fwdbwd'][0] / fb:.2f}x" if peer.get("fwdbwd") and fb and method != "pytorch" \
                 else "-"
-            print(f"| {layer} | {method} | {fwd * 1e3:.2f} | {gf} | {vs} | "
-                  f"{fb * 1e3 if fb else float('nan'):.2f} | {vsb} |")
+            ms = lambda t: f"{t * 1e3:.2f}" if t else "-"  # noqa: E731
+            print(f"| {layer} | {method} | {ms(fwd)} | {gf} | {vs} | {ms(fb)} | {vsb} |")
 
 
 if __name__ == "__main__":
