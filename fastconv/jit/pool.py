@@ -197,7 +197,7 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                     else:
                         _sum_row(xrow, orow, lo[e], hi[e], sw, off)
             for j in range(Wo):
-                orow[j] = orow[j] / (hcnt[i] * wcnt[j])
+                orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
 
 
 @kernel
@@ -213,7 +213,7 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
         for i in range(Ho):
             grow = dout[n, c, i]
             for j in range(Wo):
-                share[j] = grow[j] / (hcnt[i] * wcnt[j])
+                share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
             for a in range(KH):
                 ih = i * sh + a - ph
                 if ih < 0 or ih >= H:
