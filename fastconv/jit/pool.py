@@ -29,57 +29,62 @@ def _ow_ranges(g: PoolGeometry) -> np.ndarray:
     return np.stack([lo, hi]).astype(np.intp)
 
 
-@inline
-def _max_row(xrow, orow, lo, hi, sw, off):
-    """orow[j] = max(orow[j], xrow[j*sw + off]) for j in [lo, hi), NaN winning (PyTorch's rule)."""
-    # Slices and a loop from 0: the form LLVM vectorizes (range(lo, hi) or a computed index is not).
-    xs = xrow[lo * sw + off :]
-    os = orow[lo:hi]
-    for j in range(hi - lo):
-        v = xs[j * sw]
-        m = os[j]
-        os[j] = v if (v > m) | (v != v) else m
+# The row operations one tap of one output row can need (literal op codes of _tap_row).
+MAX, FIRST_TAP, SUM, SPREAD = 0, 1, 2, 3
 
 
 @inline
-def _first_tap_row(xrow, best, tap, lo, hi, sw, off, t):
-    """Second pass of the max-pool backward, one tap of one row: the tap takes the window's gradient if it
-    is the first to equal the window's maximum, or, when the maximum is NaN, if it is NaN (so the last
-    NaN wins). Tap numbers are kept in an array of x's dtype so every array in the loop has the same lane
-    width, and all choices are selects: LLVM vectorizes the loop."""
-    xs = xrow[lo * sw + off :]
-    bs = best[lo:hi]
-    ts = tap[lo:hi]
-    for j in range(hi - lo):
-        v = xs[j * sw]
-        b = bs[j]
-        tj = ts[j]
-        nan_max = b != b
-        take = (nan_max & (v != v)) | (~nan_max & (tj < 0) & (v == b))
-        ts[j] = t if take else tj
+def _row(op, a, b, c, lo, hi, sw, off, t):
+    """For output columns j in [lo, hi), whose tap reads input column j*sw + off:
+
+    MAX        b[j] = max(b[j], a[j*sw + off]), NaN winning (PyTorch's rule)
+    FIRST_TAP  c[j] = t if a[j*sw + off] is the first to equal the window maximum b[j], or, when b[j] is
+               NaN, if it is NaN (so the last NaN wins); tap numbers live in an array of x's dtype so
+               every array in the loop has the same lane width
+    SUM        b[j] += a[j*sw + off]
+    SPREAD     b[j*sw + off] += a[j] (one tap's share of the average-pool gradient)
+
+    Slices and loops from 0, selects instead of branches: the forms LLVM vectorizes (a loop over
+    range(lo, hi), or an index it cannot prove non-negative, is not vectorized)."""
+    n = hi - lo
+    if op == MAX:
+        xs, os = a[lo * sw + off :], b[lo:hi]
+        for j in range(n):
+            v, m = xs[j * sw], os[j]
+            os[j] = v if (v > m) | (v != v) else m
+    elif op == FIRST_TAP:
+        xs, bs, ts = a[lo * sw + off :], b[lo:hi], c[lo:hi]
+        for j in range(n):
+            v, m, tj = xs[j * sw], bs[j], ts[j]
+            nan_max = m != m
+            take = (nan_max & (v != v)) | (~nan_max & (tj < 0) & (v == m))
+            ts[j] = t if take else tj
+    elif op == SUM:
+        xs, os = a[lo * sw + off :], b[lo:hi]
+        for j in range(n):
+            os[j] += xs[j * sw]
+    else:
+        ss, ds = a[lo:hi], b[lo * sw + off :]
+        for j in range(n):
+            ds[j * sw] += ss[j]
 
 
 @inline
-def _sum_row(xrow, orow, lo, hi, sw, off):
-    """orow[j] += xrow[j*sw + off] for j in [lo, hi)."""
-    xs = xrow[lo * sw + off :]
-    os = orow[lo:hi]
-    for j in range(hi - lo):
-        os[j] += xs[j * sw]
-
-
-@inline
-def _spread_row(share, drow, lo, hi, sw, off):
-    """drow[j*sw + off] += share[j] for j in [lo, hi): one tap's part of the average-pool gradient."""
-    ds = drow[lo * sw + off :]
-    ss = share[lo:hi]
-    for j in range(hi - lo):
-        ds[j * sw] += ss[j]
+def _tap_row(op, a, b, c, lo, hi, sw, off, t):
+    """_row with the column stride as a constant for the common strides 1 and 2, so LLVM vectorizes the
+    (interleaved) accesses; c and t are only read by FIRST_TAP."""
+    if sw == 1:
+        _row(op, a, b, c, lo, hi, 1, off, t)
+    elif sw == 2:
+        _row(op, a, b, c, lo, hi, 2, off, t)
+    else:
+        _row(op, a, b, c, lo, hi, sw, off, t)
 
 
 @kernel
 def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
+    zero = x.dtype.type(0)
     Ho = out.shape[2]
     lo, hi = ranges[0], ranges[1]
     for p in prange(N * C):
@@ -95,17 +100,13 @@ def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
                 xrow = plane[ih]
                 for e in range(KW):
                     off = e * dw - pw
-                    if sw == 1:  # constant strides let LLVM vectorize the (interleaved) loads
-                        _max_row(xrow, orow, lo[e], hi[e], 1, off)
-                    elif sw == 2:
-                        _max_row(xrow, orow, lo[e], hi[e], 2, off)
-                    else:
-                        _max_row(xrow, orow, lo[e], hi[e], sw, off)
+                    _tap_row(MAX, xrow, orow, orow, lo[e], hi[e], sw, off, zero)
 
 
 @kernel
 def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
+    zero = x.dtype.type(0)
     Ho, Wo = dout.shape[2], dout.shape[3]
     lo, hi = ranges[0], ranges[1]
     # tap number -> its row and column offset in the window (no integer division per output)
@@ -115,13 +116,16 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         for e in range(KW):
             tap_row[a * KW + e] = a * dh
             tap_col[a * KW + e] = e * dw
+    # one row of scratch per task, allocated here rather than inside the parallel loop
+    best_rows = np.empty((N * C, Wo), x.dtype)
+    tap_rows = np.empty((N * C, Wo), x.dtype)
     for p in prange(N * C):
         n, c = p // C, p % C
         plane = x[n, c]
         dplane = dx[n, c]
         dplane[:, :] = 0
-        best = np.empty(Wo, x.dtype)
-        tap = np.empty(Wo, x.dtype)
+        best = best_rows[p]
+        tap = tap_rows[p]
         for i in range(Ho):
             # Pass 1: each window's maximum (NaN winning), as in the forward pass.
             best[:] = -np.inf
@@ -132,12 +136,7 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
                 xrow = plane[ih]
                 for e in range(KW):
                     off = e * dw - pw
-                    if sw == 1:
-                        _max_row(xrow, best, lo[e], hi[e], 1, off)
-                    elif sw == 2:
-                        _max_row(xrow, best, lo[e], hi[e], 2, off)
-                    else:
-                        _max_row(xrow, best, lo[e], hi[e], sw, off)
+                    _tap_row(MAX, xrow, best, best, lo[e], hi[e], sw, off, zero)
             # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the input
             # (possible with dilation) keeps tap -1: output -inf, no gradient.
             tap[:] = -1
@@ -149,12 +148,7 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
                 for e in range(KW):
                     off = e * dw - pw
                     t = x.dtype.type(a * KW + e)
-                    if sw == 1:
-                        _first_tap_row(xrow, best, tap, lo[e], hi[e], 1, off, t)
-                    elif sw == 2:
-                        _first_tap_row(xrow, best, tap, lo[e], hi[e], 2, off, t)
-                    else:
-                        _first_tap_row(xrow, best, tap, lo[e], hi[e], sw, off, t)
+                    _tap_row(FIRST_TAP, xrow, best, tap, lo[e], hi[e], sw, off, t)
             grow = dout[n, c, i]
             for j in range(Wo):
                 k = int(tap[j])
@@ -175,6 +169,7 @@ def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: b
 @kernel
 def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
     N, C, H, W = x.shape
+    zero = x.dtype.type(0)
     Ho, Wo = out.shape[2], out.shape[3]
     lo, hi = ranges[0], ranges[1]
     for p in prange(N * C):
@@ -190,12 +185,7 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                 xrow = plane[ih]
                 for e in range(KW):
                     off = e - pw
-                    if sw == 1:  # constant strides let LLVM vectorize
-                        _sum_row(xrow, orow, lo[e], hi[e], 1, off)
-                    elif sw == 2:
-                        _sum_row(xrow, orow, lo[e], hi[e], 2, off)
-                    else:
-                        _sum_row(xrow, orow, lo[e], hi[e], sw, off)
+                    _tap_row(SUM, xrow, orow, orow, lo[e], hi[e], sw, off, zero)
             for j in range(Wo):
                 orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
 
@@ -203,13 +193,15 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
 @kernel
 def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
     N, C, H, W = dx.shape
+    zero = dx.dtype.type(0)
     Ho, Wo = dout.shape[2], dout.shape[3]
     lo, hi = ranges[0], ranges[1]
+    share_rows = np.empty((N * C, Wo), dx.dtype)  # one row per task, allocated outside the loop
     for p in prange(N * C):
         n, c = p // C, p % C
         dplane = dx[n, c]
         dplane[:, :] = 0
-        share = np.empty(Wo, dx.dtype)
+        share = share_rows[p]
         for i in range(Ho):
             grow = dout[n, c, i]
             for j in range(Wo):
@@ -221,12 +213,7 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                 drow = dplane[ih]
                 for e in range(KW):
                     off = e - pw
-                    if sw == 1:
-                        _spread_row(share, drow, lo[e], hi[e], 1, off)
-                    elif sw == 2:
-                        _spread_row(share, drow, lo[e], hi[e], 2, off)
-                    else:
-                        _spread_row(share, drow, lo[e], hi[e], sw, off)
+                    _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
 
 
 @_quiet
