@@ -81,10 +81,23 @@ def _tap_row(op, a, b, c, lo, hi, sw, off, t):
         _row(op, a, b, c, lo, hi, sw, off, t)
 
 
+@inline
+def _each_tap(op, plane, b, c, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi):
+    """_tap_row(op, ...) for every tap of output row i that lies inside the input, in row-major window
+    order (the order PyTorch's max rule depends on); FIRST_TAP gets each tap's number in b's dtype."""
+    H = plane.shape[0]
+    for a in range(KH):
+        ih = i * sh + a * dh - ph
+        if ih < 0 or ih >= H:
+            continue
+        xrow = plane[ih]
+        for e in range(KW):
+            _tap_row(op, xrow, b, c, lo[e], hi[e], sw, e * dw - pw, b.dtype.type(a * KW + e))
+
+
 @kernel
 def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
-    zero = x.dtype.type(0)
     Ho = out.shape[2]
     lo, hi = ranges[0], ranges[1]
     for p in prange(N * C):
@@ -93,20 +106,12 @@ def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         for i in range(Ho):
             orow = out[n, c, i]
             orow[:] = -np.inf
-            for a in range(KH):
-                ih = i * sh + a * dh - ph
-                if ih < 0 or ih >= H:
-                    continue
-                xrow = plane[ih]
-                for e in range(KW):
-                    off = e * dw - pw
-                    _tap_row(MAX, xrow, orow, orow, lo[e], hi[e], sw, off, zero)
+            _each_tap(MAX, plane, orow, orow, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
 
 
 @kernel
 def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
-    zero = x.dtype.type(0)
     Ho, Wo = dout.shape[2], dout.shape[3]
     lo, hi = ranges[0], ranges[1]
     # tap number -> its row and column offset in the window (no integer division per output)
@@ -129,26 +134,11 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         for i in range(Ho):
             # Pass 1: each window's maximum (NaN winning), as in the forward pass.
             best[:] = -np.inf
-            for a in range(KH):
-                ih = i * sh + a * dh - ph
-                if ih < 0 or ih >= H:
-                    continue
-                xrow = plane[ih]
-                for e in range(KW):
-                    off = e * dw - pw
-                    _tap_row(MAX, xrow, best, best, lo[e], hi[e], sw, off, zero)
+            _each_tap(MAX, plane, best, best, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
             # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the input
             # (possible with dilation) keeps tap -1: output -inf, no gradient.
             tap[:] = -1
-            for a in range(KH):
-                ih = i * sh + a * dh - ph
-                if ih < 0 or ih >= H:
-                    continue
-                xrow = plane[ih]
-                for e in range(KW):
-                    off = e * dw - pw
-                    t = x.dtype.type(a * KW + e)
-                    _tap_row(FIRST_TAP, xrow, best, tap, lo[e], hi[e], sw, off, t)
+            _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
             grow = dout[n, c, i]
             for j in range(Wo):
                 k = int(tap[j])
@@ -169,7 +159,6 @@ def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: b
 @kernel
 def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
     N, C, H, W = x.shape
-    zero = x.dtype.type(0)
     Ho, Wo = out.shape[2], out.shape[3]
     lo, hi = ranges[0], ranges[1]
     for p in prange(N * C):
@@ -178,14 +167,7 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
         for i in range(Ho):
             orow = out[n, c, i]
             orow[:] = 0
-            for a in range(KH):
-                ih = i * sh + a - ph
-                if ih < 0 or ih >= H:
-                    continue
-                xrow = plane[ih]
-                for e in range(KW):
-                    off = e - pw
-                    _tap_row(SUM, xrow, orow, orow, lo[e], hi[e], sw, off, zero)
+            _each_tap(SUM, plane, orow, orow, i, sh, sw, ph, pw, 1, 1, KH, KW, lo, hi)
             for j in range(Wo):
                 orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
 
