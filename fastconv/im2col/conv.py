@@ -1,14 +1,27 @@
-"""conv2d as im2col + GEMM (notes 001 and 004, the Caffe approach), and col2im for the gradient.
+"""conv2d as unfolded input + BLAS GEMM (notes 001 and 004, the Caffe approach), arranged so that the
+unfolded matrix is never written out whole.
 
-The unfolded matrix of a chunk of B images is laid out as cols[g, k, b, p] with k = (c, kh, kw) and
-p = (oh, ow): for each group one GEMM of (Fg, K) @ (K, B*P) gives the forward, (Fg, B*P) @ (B*P, K) the
-weight gradient and (K, Fg) @ (Fg, B*P) the unfolded input gradient. Wide GEMMs keep BLAS efficient for
-small images; the price is one transposing copy of each output chunk into NCHW.
+Caffe's im2col copies every input pixel KH*KW times into a (C*KH*KW, Ho*Wo) matrix. Writing that matrix
+cost as much time as the GEMM that reads it here (memory bandwidth: 115 MB for the res layer). Instead
+the input is unfolded along the kernel's width only, and by row phase (row mod stride):
+
+    xe[n, c, e, rp, r, j] = x[n, c, r*sh + rp - pt, j*sw + e*dw - pl]   (zero outside x)
+
+so that for each kernel row a the rows (c, e) of xe, read from row offset (a*dh) // sh of phase
+(a*dh) % sh, *are* the unfolded matrix of that kernel row: a strided view with contiguous rows of
+Ho*Wo, which BLAS takes as it is (leading dimension sh*R*Wo). The conv is then KH GEMMs per image,
+
+    out[n, g] = sum_a  w[g, :, :, a, :] (Fg, Cg*KW)  @  xe_a[n, g] (Cg*KW, Ho*Wo),
+
+landing directly in NCHW. xe is KW/sw times the input, not KH*KW times.
+
+Backward: dw[g, :, :, a, :] = sum_n dout[n, g] @ xe_a[n, g]^T, the same views; dx is, phase by phase
+(dx position mod stride), a stride-1 convolution of dout with the transposed, flipped sub-kernel (as in
+the jit method), which runs on the same forward code: no col2im scatter and no zero-inserted gradient.
 
 The batch is processed in chunks so that the memory used beyond the inputs and the results stays within
-max(64 MiB, bytes of the inputs and outputs). The unfold and fold loops are numba kernels (race-free: each
-task owns its rows of cols, or its (image, channel) plane of dx); BLAS is only ever called from Python,
-never inside a parallel loop.
+max(64 MiB, bytes of the inputs and outputs). The unfold loop is a numba kernel (each task owns its (image,
+channel) rows of xe); BLAS is only ever called from Python, never inside a parallel loop.
 """
 
 from __future__ import annotations
@@ -20,99 +33,126 @@ from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
 from .._workspace import fresh, scratch
 from ..jit._numba import kernel, launch
-from ..jit.conv import _packed_input, _tap_columns
+from ..jit.conv import dx_phases, phase_kernel, transposed_kernel
 
 MIN_BUDGET = 64 << 20  # bytes
+CACHE_BYTES = 1 << 20  # a GEMM result block meant to stay in cache while the kernel rows add into it
 
 
 @kernel
-def _im2col(xpk, cols, sh, dh, colph, coloff, KH, KW, Ho, Wo):
-    """cols[g, (c, a, e), b, (i, j)] = xpk[b, g*Cg + c, i*sh + a*dh, colph[e], coloff[e] + j].
+def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl):
+    """xe[b, c, e, rp, r, j] = x[n0 + b, c, r*sh + rp - pt, j*sw + e*dw - pl], zero outside x.
 
-    xpk is the chunk's input padded and split by column phase (as for the jit method), so every row of
-    cols is one contiguous copy."""
-    G, K, B, P = cols.shape
-    Cg = K // (KH * KW)
-    for task in prange(G * Cg * KH * B):
-        b = task % B
-        r = task // B
-        a = r % KH
-        r //= KH
-        c = r % Cg
-        g = r // Cg
-        plane = xpk[b, g * Cg + c]
-        for e in range(KW):
-            dst = cols[g, (c * KH + a) * KW + e, b]
-            for i in range(Ho):
-                src = plane[i * sh + a * dh, colph[e], coloff[e] : coloff[e] + Wo]
-                row = dst[i * Wo : i * Wo + Wo]
-                for j in range(Wo):
-                    row[j] = src[j]
-
-
-@kernel
-def _col2im(dcols, dxpk, sh, dh, colph, coloff, KH, KW, Ho, Wo):
-    """dxpk[b, g*Cg + c, i*sh + a*dh, colph[e], coloff[e] + j] += dcols[g, (c, a, e), b, (i, j)]: the
-    padded, phase-split input gradient; each task owns one (image, channel) plane of it."""
-    G, K, B, P = dcols.shape
-    Cg = K // (KH * KW)
-    for task in prange(B * G * Cg):
-        b = task // (G * Cg)
-        gc = task % (G * Cg)
-        g, c = gc // Cg, gc % Cg
-        plane = dxpk[b, gc]
-        plane[...] = 0
-        for a in range(KH):
-            for e in range(KW):
-                src = dcols[g, (c * KH + a) * KW + e, b]
-                for i in range(Ho):
-                    drow = plane[i * sh + a * dh, colph[e], coloff[e] : coloff[e] + Wo]
-                    srow = src[i * Wo : i * Wo + Wo]
-                    for j in range(Wo):
-                        drow[j] += srow[j]
-
-
-@kernel
-def _unpack(dxpk, dx, n0, pt, pl):
-    """dx[n0 + b, c, h, w] = dxpk[b, c, h + pt, (w + pl) % sw, (w + pl) // sw]: drop the padding."""
-    B, C, R, SW, J = dxpk.shape
-    H, W = dx.shape[2], dx.shape[3]
+    x and xe are C-contiguous; flat, unsigned indices keep the per-row cost down (rows are short)."""
+    B, C, KW, SH, R, J = xe.shape
+    H, W = x.shape[2], x.shape[3]
     for task in prange(B * C):
         b, c = task // C, task % C
-        for h in range(H):
-            src = dxpk[b, c, h + pt]
-            dst = dx[n0 + b, c, h]
-            for p in range(SW):
-                # columns w = j*SW + p - pl inside [0, W) for j in [jlo, jhi)
-                jlo = max(0, -((p - pl) // SW))
-                jhi = min(J, max(jlo, (W - 1 + pl - p) // SW + 1))
-                row = src[p, jlo:jhi]
-                out = dst[jlo * SW + p - pl :]
-                for j in range(jhi - jlo):
-                    out[j * SW] = row[j]
+        src = x[n0 + b, c].reshape(-1)
+        dst = xe[b, c].reshape(-1)
+        for e in range(KW):
+            col0 = e * dw - pl  # the input column of j = 0
+            # j*sw + col0 lies in [0, W) for j in [jlo, jhi)
+            jlo = min(J, max(0, -(col0 // sw)))
+            jhi = min(J, max(jlo, (W - 1 - col0) // sw + 1))
+            nj = jhi - jlo
+            for rp in range(SH):
+                for r in range(R):
+                    o = np.uint64(((e * SH + rp) * R + r) * J)
+                    h = r * sh + rp - pt
+                    if h < 0 or h >= H:
+                        for j in range(J):
+                            dst[o + np.uint64(j)] = 0
+                        continue
+                    for j in range(jlo):
+                        dst[o + np.uint64(j)] = 0
+                    o1 = o + np.uint64(jlo)
+                    i = np.uint64(h * W + jlo * sw + col0)
+                    if sw == 1:
+                        for j in range(nj):
+                            dst[o1 + np.uint64(j)] = src[i + np.uint64(j)]
+                    else:
+                        for j in range(nj):
+                            dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
+                    for j in range(jhi, J):
+                        dst[o + np.uint64(j)] = 0
 
 
-def _chunk(g: ConvGeometry, itemsize: int, fixed_bytes: int) -> int:
-    """Images per chunk, so that the scratch memory stays within max(64 MiB, inputs + outputs)."""
-    budget = max(MIN_BUDGET, fixed_bytes)
-    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
-    rows = max((g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1, g.pt + g.H)
-    packed = g.C * rows * g.sw * max(g.Wo + int(coloff[-1]), -(-(g.pl + g.W) // g.sw))
-    per_image = g.Cg * g.groups * g.KH * g.KW * g.Ho * g.Wo  # the unfolded matrix
-    per_image += 2 * g.F * g.Ho * g.Wo  # the GEMM result, or the dout chunk
-    per_image += 2 * packed  # the padded input and the padded input gradient
-    return int(max(1, min(g.N, budget // (per_image * itemsize))))
+class _Unfolded:
+    """The row-unfolded input of one chunk of images and its per-kernel-row GEMM operands."""
+
+    def __init__(self, x, KH, KW, Ho, Wo, sh, sw, dh, dw, pt, pl, groups, n0, nb):
+        C = x.shape[1]
+        self.R = Ho + ((KH - 1) * dh) // sh
+        shape = (nb, C, KW, sh, self.R, Wo)
+        xe = scratch("unfolded", int(np.prod(shape)), x.dtype).reshape(shape)
+        launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl)
+        self.xv = xe.reshape(nb, groups, (C // groups) * KW, sh, self.R * Wo)
+        self.L, self.Wo, self.sh, self.dh = Ho * Wo, Wo, sh, dh
+
+    def row(self, a: int, i0: int, i1: int) -> np.ndarray:
+        """The unfolded matrix of kernel row a for images i0 .. i1 of the chunk: (ib, G, Cg*KW, Ho*Wo)."""
+        rp, ro = (a * self.dh) % self.sh, (a * self.dh) // self.sh
+        return self.xv[i0:i1, :, :, rp, ro * self.Wo : ro * self.Wo + self.L]
+
+    @staticmethod
+    def image_bytes(C, KW, Ho, Wo, KH, sh, dh, itemsize) -> int:
+        return C * KW * sh * (Ho + ((KH - 1) * dh) // sh) * Wo * itemsize
 
 
-def _unfold(x: np.ndarray, g: ConvGeometry, n0: int, B: int, buf: np.ndarray) -> np.ndarray:
-    """The unfolded matrix of images n0 .. n0 + B, written into (the start of) buf."""
-    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
-    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    xpk = _packed_input(x[n0 : n0 + B], rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
-    cols = buf[: g.groups * g.Cg * g.KH * g.KW * B * g.Ho * g.Wo]
-    cols = cols.reshape(g.groups, g.Cg * g.KH * g.KW, B, g.Ho * g.Wo)
-    launch(_im2col, xpk, cols, g.sh, g.dh, colph, coloff, g.KH, g.KW, g.Ho, g.Wo)
-    return cols
+def _row_kernels(wk: np.ndarray, groups: int) -> np.ndarray:
+    """(F, Cg, KH, KW) -> (KH, groups, Fg, Cg*KW): for each kernel row a, the GEMM's left operand."""
+    F, Cg, KH, KW = wk.shape
+    w5 = wk.reshape(groups, F // groups, Cg, KH, KW).transpose(3, 0, 1, 2, 4)
+    return np.ascontiguousarray(w5).reshape(KH, groups, F // groups, Cg * KW)
+
+
+def _reserve(out_per_image: int, itemsize: int) -> int:
+    """Bytes that the GEMM result blocks of _conv take at most, for out_per_image outputs per image."""
+    return 2 * max(CACHE_BYTES, out_per_image * itemsize)
+
+
+def _images_per_chunk(N: int, per_image: int, fixed_bytes: int, reserve: int) -> int:
+    """Images per chunk so that the chunk's unfolded input plus reserve bytes of other scratch stay
+    within max(MIN_BUDGET, fixed_bytes), the bytes of the call's inputs and outputs."""
+    budget = max(MIN_BUDGET, fixed_bytes) - reserve
+    return int(max(1, min(N, budget // max(1, per_image))))
+
+
+def _conv(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, fixed_bytes, reserve) -> None:
+    """out[n, f, i, j] = sum_{c, a, e} wk[f, c, a, e] * x[n, g*Cg + c, i*sh + a*dh - pt, j*sw + e*dw - pl]
+    with x zero outside its bounds. out: (N, F, Ho, Wo), possibly a strided view. The chunks' unfolded
+    input stays within max(MIN_BUDGET, fixed_bytes) - reserve, the GEMM blocks within reserve (which must
+    be at least _reserve(F * Ho * Wo, itemsize))."""
+    N, C = x.shape[:2]
+    F, Cg, KH, KW = wk.shape
+    Fg, L = F // groups, Ho * Wo
+    wa = _row_kernels(wk, groups)
+    # images per GEMM block: the block's result stays in cache while every kernel row adds into it
+    inner = int(max(1, min(N, CACHE_BYTES // (F * L * x.itemsize))))
+    per_image = _Unfolded.image_bytes(C, KW, Ho, Wo, KH, sh, dh, x.itemsize)
+    B = _images_per_chunk(N, per_image, fixed_bytes, reserve)
+    inner = min(inner, B)
+    direct = out.flags.c_contiguous
+    tmp = scratch("gemm", 2 * inner * F * L, x.dtype)
+    for n0 in range(0, N, B):
+        nb = min(B, N - n0)
+        xu = _Unfolded(x, KH, KW, Ho, Wo, sh, sw, dh, dw, pt, pl, groups, n0, nb)
+        for i0 in range(0, nb, inner):
+            ib = min(inner, nb - i0)
+            part = tmp[ib * F * L : 2 * ib * F * L].reshape(ib, groups, Fg, L)
+            if direct:
+                acc = out[n0 + i0 : n0 + i0 + ib].reshape(ib, groups, Fg, L)
+            else:
+                acc = tmp[: ib * F * L].reshape(ib, groups, Fg, L)
+            for a in range(KH):
+                if a == 0:
+                    np.matmul(wa[a], xu.row(a, i0, i0 + ib), out=acc)
+                else:
+                    np.matmul(wa[a], xu.row(a, i0, i0 + ib), out=part)
+                    acc += part
+            if not direct:
+                out[n0 + i0 : n0 + i0 + ib] = acc.reshape(ib, F, Ho, Wo)
 
 
 def _pointwise(g: ConvGeometry) -> bool:
@@ -125,24 +165,35 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
     if _pointwise(g):  # out[n, g] = w[g] @ x[n, g]: one GEMM per image and group, straight into NCHW
         out = np.matmul(w.reshape(1, g.groups, g.Fg, g.Cg), x.reshape(g.N, g.groups, g.Cg, g.H * g.W))
         out = out.reshape(g.N, g.F, g.Ho, g.Wo)
-        if b is not None:
-            out += b[None, :, None, None]
-        return out
-    out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
-    B = _chunk(g, x.itemsize, x.nbytes + out.nbytes)
-    K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
-    wg = w.reshape(g.groups, g.Fg, K)
-    out5 = out.reshape(g.N, g.groups, g.Fg, P)
-    buf = scratch("cols", g.groups * K * B * P, x.dtype)
-    for n0 in range(0, g.N, B):
-        nb = min(B, g.N - n0)
-        cols = _unfold(x, g, n0, nb, buf).reshape(g.groups, K, nb * P)
-        res = scratch("gemm", g.groups * g.Fg * nb * P, x.dtype).reshape(g.groups, g.Fg, nb * P)
-        np.matmul(wg, cols, out=res)  # one GEMM per group
-        out5[n0 : n0 + nb] = res.reshape(g.groups, g.Fg, nb, P).transpose(2, 0, 1, 3)
+    else:
+        out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
+        _conv(x, w, g.groups, g.Ho, g.Wo, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, out,
+              x.nbytes + out.nbytes, _reserve(g.F * g.Ho * g.Wo, x.itemsize))
     if b is not None:
         out += b[None, :, None, None]
     return out
+
+
+def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry, fixed_bytes: int, reserve: int
+             ) -> np.ndarray:
+    """dw[g, :, :, a, :] = sum_n dout[n, g] @ xe_a[n, g]^T, image by image in a fixed order."""
+    K, L = g.Cg * g.KW, g.Ho * g.Wo
+    dwa = np.zeros((g.KH, g.groups, g.Fg, K), x.dtype)
+    part = np.empty((1, g.groups, g.Fg, K), x.dtype)
+    per_image = _Unfolded.image_bytes(g.C, g.KW, g.Ho, g.Wo, g.KH, g.sh, g.dh, x.itemsize)
+    B = _images_per_chunk(g.N, per_image, fixed_bytes, reserve)
+    d4 = dout.reshape(g.N, g.groups, g.Fg, L)
+    for n0 in range(0, g.N, B):
+        nb = min(B, g.N - n0)
+        xu = _Unfolded(x, g.KH, g.KW, g.Ho, g.Wo, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, g.groups, n0, nb)
+        for i in range(nb):
+            d = d4[n0 + i : n0 + i + 1]
+            for a in range(g.KH):
+                np.matmul(d, xu.row(a, i, i + 1).transpose(0, 1, 3, 2), out=part)
+                dwa[a] += part[0]
+    # (KH, G, Fg, Cg, KW) -> (G, Fg, Cg, KH, KW)
+    dw = dwa.reshape(g.KH, g.groups, g.Fg, g.Cg, g.KW).transpose(1, 2, 3, 0, 4)
+    return np.ascontiguousarray(dw).reshape(g.F, g.Cg, g.KH, g.KW)
 
 
 @_quiet
@@ -158,29 +209,16 @@ def conv2d_backward(
         dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))
                         for i in range(g.groups)])
         return dx, dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False), db
+    fixed = 2 * x.nbytes + dout.nbytes + w.nbytes  # x, dout, w and dx
+    # one reserve for both passes: the scratch buffers of the first are still held during the second
+    reserve = _reserve(max(g.C * g.H * g.W, g.F * g.Ho * g.Wo), x.itemsize)
     dx = fresh(x.shape, x.dtype)
-    dw = np.zeros((g.groups, g.Fg, g.Cg * g.KH * g.KW), x.dtype)
-    B = _chunk(g, x.itemsize, x.nbytes + dout.nbytes + dx.nbytes + w.nbytes)
-    K, P = g.Cg * g.KH * g.KW, g.Ho * g.Wo
-    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
-    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    # the padded gradient must reach every input row and column, beyond the rows the windows touch
-    rows = max(rows, g.pt + g.H)
-    cols_pk = max(g.Wo + int(coloff[-1]), -(-(g.pl + g.W) // g.sw))
-    wgT = w.reshape(g.groups, g.Fg, K).transpose(0, 2, 1)  # (groups, K, Fg), a view
-    d5 = dout.reshape(g.N, g.groups, g.Fg, P)
-    buf = scratch("cols", g.groups * K * B * P, x.dtype)
-    for n0 in range(0, g.N, B):
-        nb = min(B, g.N - n0)
-        cols = _unfold(x, g, n0, nb, buf).reshape(g.groups, K, nb * P)
-        dchunk = scratch("dout", g.groups * g.Fg * nb * P, x.dtype).reshape(g.groups, g.Fg, nb, P)
-        dchunk[...] = d5[n0 : n0 + nb].transpose(1, 2, 0, 3)
-        dchunk = dchunk.reshape(g.groups, g.Fg, nb * P)
-        dw += np.matmul(dchunk, cols.transpose(0, 2, 1))  # (groups, Fg, K)
-        # cols is not needed any more: its buffer takes the unfolded gradient
-        dcols = np.matmul(wgT, dchunk, out=cols).reshape(g.groups, K, nb, P)
-        shape = (nb, g.C, rows, g.sw, cols_pk)
-        dxpk = scratch("dxpacked", int(np.prod(shape)), x.dtype).reshape(shape)
-        launch(_col2im, dcols, dxpk, g.sh, g.dh, colph, coloff, g.KH, g.KW, g.Ho, g.Wo)
-        launch(_unpack, dxpk, dx, n0, g.pt, g.pl)
-    return dx, dw.reshape(g.F, g.Cg, g.KH, g.KW), db
+    phases = dx_phases(g)
+    if g.sh > 1 or g.sw > 1:
+        dx.fill(0)  # positions that no tap reaches stay 0
+    wt = transposed_kernel(w, g)
+    for p in phases:
+        view = dx[:, :, p.h0 :: g.sh, p.w0 :: g.sw][:, :, : p.nh, : p.nw]
+        _conv(dout, phase_kernel(wt, p), g.groups, p.nh, p.nw, 1, 1, p.step_h, p.step_w,
+              -p.base_h, -p.base_w, view, fixed, reserve)
+    return dx, _conv_dw(dout, x, g, fixed, reserve), db

@@ -19,6 +19,7 @@ any thread count.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -217,13 +218,28 @@ def _phase_range(r: int, pad: int, size: int, s: int) -> tuple[int, int]:
     return q0, max(0, q1 - q0 + 1)
 
 
-def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    dtype = dout.dtype
-    # Transposed kernel: dx's channels are the outputs, dout's channels the inputs, per group.
-    wt = w.reshape(g.groups, g.Fg, g.Cg, g.KH, g.KW).transpose(0, 2, 1, 3, 4)
-    wt = wt.reshape(g.C, g.Fg, g.KH, g.KW)
-    # Each phase (rh, rw) of dx: dx[q] = sum_t w[tap_t] * dout[q - m_t], m_t = (tap_t*d - r) // s, with
-    # the taps flipped so that the source index grows with the tap: source = base + i + a * step.
+class DxPhase(NamedTuple):
+    """One phase of dx: the positions (h0 + i*sh, w0 + j*sw) for i < nh, j < nw. It is a stride-1
+    convolution of dout with the flipped sub-kernel of the taps taps_h x taps_w, which lie step_h rows and
+    step_w columns apart in dout; its first output reads dout at row base_h, column base_w (either may be
+    negative: rows and columns outside dout count as zero)."""
+
+    h0: int
+    w0: int
+    nh: int
+    nw: int
+    taps_h: list[int]
+    taps_w: list[int]
+    step_h: int
+    step_w: int
+    base_h: int
+    base_w: int
+
+
+def dx_phases(g: ConvGeometry) -> list[DxPhase]:
+    """The phases (dx position mod stride) of dx that some tap reaches; with stride 1, all of dx."""
+    # dx[q] = sum_t w[tap_t] * dout[q - m_t], m_t = (tap_t*d - r) // s, with the taps flipped so that
+    # the source index grows with the tap: source = base + i + a * step.
     phases = []
     for rh in range(g.sh):
         qh, nh = _phase_range(rh, g.pt, g.H, g.sh)
@@ -235,7 +251,26 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
                 continue  # no dx positions here, or none that any tap reaches: they stay zero
             base_h = qh - (taps_h[-1] * g.dh - rh) // g.sh
             base_w = qw - (taps_w[-1] * g.dw - rw) // g.sw
-            phases.append((rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w))
+            h0, w0 = qh * g.sh + rh - g.pt, qw * g.sw + rw - g.pl
+            phases.append(DxPhase(h0, w0, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w))
+    return phases
+
+
+def transposed_kernel(w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """(F, Cg, KH, KW) -> (C, Fg, KH, KW): dx's channels are the outputs, dout's the inputs, per group."""
+    wt = w.reshape(g.groups, g.Fg, g.Cg, g.KH, g.KW).transpose(0, 2, 1, 3, 4)
+    return wt.reshape(g.C, g.Fg, g.KH, g.KW)
+
+
+def phase_kernel(wt: np.ndarray, ph: DxPhase) -> np.ndarray:
+    """One phase's flipped sub-kernel of the transposed kernel, contiguous."""
+    return np.ascontiguousarray(wt[:, :, ph.taps_h[::-1]][:, :, :, ph.taps_w[::-1]])
+
+
+def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    dtype = dout.dtype
+    wt = transposed_kernel(w, g)
+    phases = dx_phases(g)
     strided = g.sh > 1 or g.sw > 1
     # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
     dx = fresh((g.N, g.C, g.H, g.W), dtype)
@@ -244,20 +279,19 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     if not phases:
         return dx
     # One zero-padded copy of dout serves every phase: phase rows start at top + base_h.
-    top = max(0, max(-p[10] for p in phases))
-    left = max(0, max(-p[11] for p in phases))
-    rows = max(top + p[10] + p[4] + (len(p[6]) - 1) * p[8] for p in phases)
+    top = max(0, max(-p.base_h for p in phases))
+    left = max(0, max(-p.base_w for p in phases))
+    rows = max(top + p.base_h + p.nh + (len(p.taps_h) - 1) * p.step_h for p in phases)
     vw = _tiling(g.Cg, dtype)[2]
-    cols = max(left + p[11] + -(-p[5] // vw) * vw + (len(p[7]) - 1) * p[9] for p in phases)
+    cols = max(left + p.base_w + -(-p.nw // vw) * vw + (len(p.taps_w) - 1) * p.step_w for p in phases)
     src = _packed_input(dout, rows, cols, top, left, 1)
     zeros = np.zeros(g.C, dtype)
-    for rh, rw, qh, qw, nh, nw, taps_h, taps_w, step_h, step_w, base_h, base_w in phases:
-        wsub = np.ascontiguousarray(wt[:, :, taps_h[::-1]][:, :, :, taps_w[::-1]])
-        coloff = (left + base_w + np.arange(len(taps_w)) * step_w).astype(np.intp)
-        colph = np.zeros(len(taps_w), np.intp)
-        h0, w0 = qh * g.sh + rh - g.pt, qw * g.sw + rw - g.pl
-        out = dx[:, :, h0 :: g.sh, w0 :: g.sw][:, :, :nh, :nw]  # written in place, strided
-        _run_tiles(src, wsub, g.groups, zeros, out, 1, step_h, colph, coloff, r0=top + base_h)
+    for p in phases:
+        coloff = (left + p.base_w + np.arange(len(p.taps_w)) * p.step_w).astype(np.intp)
+        colph = np.zeros(len(p.taps_w), np.intp)
+        out = dx[:, :, p.h0 :: g.sh, p.w0 :: g.sw][:, :, : p.nh, : p.nw]  # written in place, strided
+        _run_tiles(src, phase_kernel(wt, p), g.groups, zeros, out, 1, p.step_h, colph, coloff,
+                   r0=top + p.base_h)
     return dx
 
 
