@@ -15,9 +15,10 @@ Ho*Wo, which BLAS takes as it is (leading dimension sh*R*Wo). The conv is then K
 
 landing directly in NCHW. xe is KW/sw times the input, not KH*KW times.
 
-Backward: dw[g, :, :, a, :] = sum_n dout[n, g] @ xe_a[n, g]^T, the same views; dx is, phase by phase
-(dx position mod stride), a stride-1 convolution of dout with the transposed, flipped sub-kernel (as in
-the jit method), which runs on the same forward code: no col2im scatter and no zero-inserted gradient.
+Backward: dw[g, :, :, a, :] = sum_n dout[n, g] @ xe_a[n, g]^T, on the same views. dx, with a stride:
+for each kernel row a, w_a^T @ dout[n] is the gradient unfolded along the kernel width, folded back into
+dx by a numba kernel (col2im restricted to one kernel row, its block still in cache). At stride 1, dx is
+one forward convolution of dout with the transposed, flipped kernel, which runs on the forward code above.
 
 The batch is processed in chunks so that the memory used beyond the inputs and the results stays within
 max(64 MiB, bytes of the inputs and outputs). The unfold loop is a numba kernel (each task owns its (image,
@@ -76,6 +77,35 @@ def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl):
                             dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
                     for j in range(jhi, J):
                         dst[o + np.uint64(j)] = 0
+
+
+@kernel
+def _fold_rows(dxe, dx, n0, a, sh, sw, dh, dw, pt, pl):
+    """dx[n0 + b, c, i*sh + a*dh - pt, j*sw + e*dw - pl] += dxe[b, c, e, i, j] where that lies in dx:
+    kernel row a's share of the input gradient, added back where its windows overlap (col2im). Each
+    task owns one (image, channel) plane of dx and adds in a fixed order."""
+    B, C, KW, Ho, Wo = dxe.shape
+    H, W = dx.shape[2], dx.shape[3]
+    for task in prange(B * C):
+        b, c = task // C, task % C
+        src = dxe[b, c].reshape(-1)
+        dst = dx[n0 + b, c].reshape(-1)
+        for e in range(KW):
+            col0 = e * dw - pl  # the input column of j = 0
+            jlo = min(Wo, max(0, -(col0 // sw)))
+            jhi = min(Wo, max(jlo, (W - 1 - col0) // sw + 1))
+            for i in range(Ho):
+                h = i * sh + a * dh - pt
+                if h < 0 or h >= H:
+                    continue
+                o = np.uint64((e * Ho + i) * Wo + jlo)
+                d = np.uint64(h * W + jlo * sw + col0)
+                if sw == 1:
+                    for j in range(jhi - jlo):
+                        dst[d + np.uint64(j)] += src[o + np.uint64(j)]
+                else:
+                    for j in range(jhi - jlo):
+                        dst[d + np.uint64(j * sw)] += src[o + np.uint64(j)]
 
 
 class _Unfolded:
@@ -196,6 +226,38 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry, fixed_bytes: int,
     return np.ascontiguousarray(dw).reshape(g.F, g.Cg, g.KH, g.KW)
 
 
+def _conv_dx_stride1(dout: np.ndarray, w: np.ndarray, g: ConvGeometry, fixed: int, reserve: int
+                     ) -> np.ndarray:
+    """At stride 1, dx is one convolution of dout with the transposed, flipped kernel (the jit
+    method's single dx phase), run by _conv straight into dx: no fold pass (measured 4-10% faster than
+    _conv_dx on the vgg and res layers)."""
+    (p,) = dx_phases(g)
+    dx = fresh((g.N, g.C, g.H, g.W), dout.dtype)
+    _conv(dout, phase_kernel(transposed_kernel(w, g), p), g.groups, g.H, g.W, 1, 1, p.step_h, p.step_w,
+          -p.base_h, -p.base_w, dx, fixed, reserve)
+    return dx
+
+
+def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    """For each kernel row a: dxe = w_a^T @ dout (the input gradient, unfolded along the kernel width),
+    folded back into dx. The GEMM block stays in cache until the fold has read it. (With a stride, the
+    per-phase convolutions that the jit method uses were 1.3x slower on the down layer.)"""
+    L, K = g.Ho * g.Wo, g.Cg * g.KW
+    waT = _row_kernels(w, g.groups).transpose(0, 1, 3, 2)  # (KH, G, Cg*KW, Fg), a view
+    d4 = dout.reshape(g.N, g.groups, g.Fg, L)
+    dx = fresh((g.N, g.C, g.H, g.W), dout.dtype, zero=True)
+    inner = int(max(1, min(g.N, CACHE_BYTES // (g.C * g.KW * L * dout.itemsize))))
+    buf = scratch("gemm", inner * g.groups * K * L, dout.dtype)
+    for n0 in range(0, g.N, inner):
+        ib = min(inner, g.N - n0)
+        dxe = buf[: ib * g.groups * K * L].reshape(ib, g.groups, K, L)
+        for a in range(g.KH):
+            np.matmul(waT[a], d4[n0 : n0 + ib], out=dxe)
+            launch(_fold_rows, dxe.reshape(ib, g.C, g.KW, g.Ho, g.Wo), dx, n0, a,
+                   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+    return dx
+
+
 @_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
@@ -211,14 +273,9 @@ def conv2d_backward(
         return dx, dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False), db
     fixed = 2 * x.nbytes + dout.nbytes + w.nbytes  # x, dout, w and dx
     # one reserve for both passes: the scratch buffers of the first are still held during the second
-    reserve = _reserve(max(g.C * g.H * g.W, g.F * g.Ho * g.Wo), x.itemsize)
-    dx = fresh(x.shape, x.dtype)
-    phases = dx_phases(g)
-    if g.sh > 1 or g.sw > 1:
-        dx.fill(0)  # positions that no tap reaches stay 0
-    wt = transposed_kernel(w, g)
-    for p in phases:
-        view = dx[:, :, p.h0 :: g.sh, p.w0 :: g.sw][:, :, : p.nh, : p.nw]
-        _conv(dout, phase_kernel(wt, p), g.groups, p.nh, p.nw, 1, 1, p.step_h, p.step_w,
-              -p.base_h, -p.base_w, view, fixed, reserve)
+    reserve = _reserve(max(g.C * g.KW * g.Ho * g.Wo, g.F * g.Ho * g.Wo), x.itemsize)
+    if g.sh == g.sw == 1:
+        dx = _conv_dx_stride1(dout, w, g, fixed, reserve)
+    else:
+        dx = _conv_dx(dout, w, g)
     return dx, _conv_dw(dout, x, g, fixed, reserve), db
