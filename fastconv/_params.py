@@ -6,8 +6,11 @@ geometry object whose sizes are consistent, so no kernel can index out of bounds
 
 from __future__ import annotations
 
+import functools
 import numbers
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -161,10 +164,33 @@ def _conv_padding(
     return ph, ph, pw, pw
 
 
+_G = TypeVar("_G")
+
+
+def _memo(fn: Callable[..., _G]) -> Callable[..., _G]:
+    """Remember the geometries of recent calls (validation costs more than a small layer's kernel).
+
+    Arguments that cannot be hashed (a list as stride, say) skip the memo; errors are never remembered.
+    typed=True keeps True and 1, or 2.0 and 2, apart, so validation sees what the caller passed."""
+    cached = functools.lru_cache(maxsize=256, typed=True)(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> _G:
+        try:
+            return cached(*args, **kwargs)
+        except TypeError as exc:
+            if "unhashable" not in str(exc):
+                raise
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def conv_out_size(size: int, k: int, s: int, p_lo: int, p_hi: int, d: int) -> int:
     return (size + p_lo + p_hi - (k - 1) * d - 1) // s + 1
 
 
+@_memo
 def conv_geometry(
     x_shape: tuple[int, ...],
     w_shape: tuple[int, ...],
@@ -234,6 +260,7 @@ def pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) ->
     return out
 
 
+@_memo
 def pool_geometry(
     x_shape: tuple[int, ...],
     kernel_size: object,

@@ -205,3 +205,18 @@ def test_empty_batch(dtype):
 def test_available_methods_lists_naive():
     for op in fastconv.OPS:
         assert "naive" in fastconv.available_methods(op)
+
+
+def test_remembered_geometry_keeps_validation(rng):
+    """Geometries are memoized: the memo must not turn an error into a result (True == 1 and hash
+    alike), nor refuse arguments it cannot hash."""
+    x = rng.standard_normal((1, 1, 5, 5))
+    w = rng.standard_normal((1, 1, 2, 2))
+    for _ in range(2):
+        assert fastconv.conv2d_forward(x, w, stride=1, method="naive").shape == (1, 1, 4, 4)
+        with pytest.raises(TypeError, match="stride must be an int"):
+            fastconv.conv2d_forward(x, w, stride=True, method="naive")
+        assert fastconv.conv2d_forward(x, w, stride=[2, 2], method="naive").shape == (1, 1, 2, 2)
+        assert fastconv.max_pool2d_forward(x, [2, 2], method="naive").shape == (1, 1, 2, 2)
+        with pytest.raises(TypeError):
+            fastconv.max_pool2d_forward(x, True, method="naive")
