@@ -93,12 +93,19 @@ def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ forward tiles
 @inline
-def _fwd_tiles(fb, vw, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    """out[n, g*Mg + m, i, j] = bias + sum_{k, a, e} wpk[g, m // fb, k, a, e, m % fb]
-    * xpk[n, g*K + k, r0 + i*sh + a*dh, colph[e], j + coloff[e]]. out may be a strided view."""
+def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh):
+    """out[n, g*Mg + m, i, j] = bias + sum_q wpk[g, m // fb, q, m % fb] * xflat[n][offq[g, q] + (r0 + i*sh)
+    * row + j], where xflat[n] is xpk[n] flattened, row one packed input row (all phases) and q runs over
+    the taps (input channel, kernel row, kernel column). out may be a strided view.
+
+    Each task owns one output row of fb output channels and keeps an fb x vw tile of it in vector
+    registers while it goes through the taps: one vector load of input and fb broadcast FMAs per tap.
+    The taps' offsets come from a table, and unsigned indices skip numba's wraparound code, so the loop
+    body is little more than the FMAs."""
     N, M, Ho, Wo = out.shape
-    G, nb, K, KH, KW, _ = wpk.shape
+    G, nb, Q, _ = wpk.shape
     Mg = M // G
+    row = xpk.shape[3] * xpk.shape[4]
     nch = (Wo + vw - 1) // vw
     for task in prange(N * G * nb * Ho):
         # output-channel blocks vary fastest: consecutive tasks reuse the same input rows from cache
@@ -110,24 +117,22 @@ def _fwd_tiles(fb, vw, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
         n = r // Ho
         acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
         mcount = min(fb, Mg - b * fb)
+        xn = xpk[n].reshape(-1)
+        wf = wpk[g, b].reshape(-1)
+        offs = offq[g]
         for ch in range(nch):
             j0 = ch * vw
             for m in range(fb):
                 for t in range(vw):
                     acc[m, t] = 0
-            for k in range(K):
-                for a in range(KH):
-                    plane = xpk[n, g * K + k, r0 + i * sh + a * dh]
-                    for e in range(KW):
-                        # Slices, not xrow[base + t]: an index LLVM cannot prove non-negative gets
-                        # numba's wraparound code per lane and turns the load into a gather.
-                        base = j0 + coloff[e]
-                        xs = plane[colph[e], base : base + vw]
-                        wv = wpk[g, b, k, a, e]
-                        for t in range(vw):
-                            xv = xs[t]
-                            for m in range(fb):
-                                acc[m, t] += wv[m] * xv
+            base = np.uint64((r0 + i * sh) * row + j0)
+            for q in range(Q):
+                o = np.uint64(offs[q]) + base
+                wq = np.uint64(q * fb)
+                for t in range(vw):
+                    xv = xn[o + np.uint64(t)]
+                    for m in range(fb):
+                        acc[m, t] += wf[wq + np.uint64(m)] * xv
             tmax = min(vw, Wo - j0)
             for m in range(mcount):
                 oc = g * Mg + b * fb + m
@@ -138,25 +143,25 @@ def _fwd_tiles(fb, vw, xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
 
 
 @kernel
-def _fwd_f32(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(16, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+def _fwd_f32(xpk, wpk, offq, bias, out, r0, sh):
+    _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh)
 
 
 @kernel
-def _fwd_f64(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(8, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+def _fwd_f64(xpk, wpk, offq, bias, out, r0, sh):
+    _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh)
 
 
 # For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
 # 16-channel tile does not compute 13 to 15 channels of zeros.
 @kernel
-def _fwd_narrow_f32(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(4, 32, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+def _fwd_narrow_f32(xpk, wpk, offq, bias, out, r0, sh):
+    _fwd_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh)
 
 
 @kernel
-def _fwd_narrow_f64(xpk, wpk, bias, out, r0, sh, dh, colph, coloff):
-    _fwd_tiles(4, 16, xpk, wpk, bias, out, r0, sh, dh, colph, coloff)
+def _fwd_narrow_f64(xpk, wpk, offq, bias, out, r0, sh):
+    _fwd_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh)
 
 
 # (kernel, output channels per tile, columns per tile), by dtype and by "few output channels"
@@ -172,9 +177,24 @@ def _tiling(out_per_group: int, dtype: np.dtype) -> tuple:
     return _FWD[np.dtype(dtype), out_per_group <= 4]
 
 
+def _tap_offsets(xpk: np.ndarray, groups: int, KH: int, dh: int, colph: np.ndarray,
+                 coloff: np.ndarray) -> np.ndarray:
+    """offq[g, (k, a, e)]: where tap (input channel k of group g, kernel row a, kernel column e) reads in
+    one image's flattened packed input, for output row 0 and column 0."""
+    _, C, R, P, J = xpk.shape
+    K = C // groups
+    k = np.arange(C).reshape(groups, K, 1, 1)
+    a = np.arange(KH).reshape(1, 1, KH, 1)
+    offq = (k * R + a * dh) * (P * J) + (colph * J + coloff).reshape(1, 1, 1, -1)
+    return offq.reshape(groups, -1).astype(np.int64)
+
+
 def _run_tiles(xpk, wt, groups, bias, out, sh, dh, colph, coloff, r0=0) -> None:
     fn, fb, _ = _tiling(out.shape[1] // groups, out.dtype)
-    launch(fn, xpk, _packed_weights(wt, groups, fb), bias, out, r0, sh, dh, colph, coloff)
+    wpk = _packed_weights(wt, groups, fb)
+    wpk = wpk.reshape(wpk.shape[0], wpk.shape[1], -1, fb)  # (groups, blocks, taps, fb)
+    offq = _tap_offsets(xpk, groups, wt.shape[2], dh, colph, coloff)
+    launch(fn, xpk, wpk, offq, bias, out, r0, sh)
 
 
 # ------------------------------------------------------------------------------------------- forward
