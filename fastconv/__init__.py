@@ -1,13 +1,16 @@
 """fastconv: the classic hand-written CNN layers, fast on a CPU, checked against their naive loops."""
 
 import os as _os
+import sys as _sys
 
 # OpenBLAS's idle threads spin for ~0.1 s after each GEMM, starving the numba kernels that follow (the
-# im2col unfold ran 2x slower). Read once when numpy loads OpenBLAS, so it only takes effect when
-# fastconv is imported before numpy (the fastconv command does); see README, "Threads".
+# im2col unfold ran 2x slower, a jit conv right after im2col GEMMs 1.6x slower). Read once when numpy
+# loads OpenBLAS, so it only takes effect when fastconv is imported before numpy (the fastconv command
+# does); see README, "Threads". `fastconv info` tells whether it took effect.
+BLAS_SLEEPS_AT_ONCE = "OPENBLAS_THREAD_TIMEOUT" in _os.environ or "numpy" not in _sys.modules
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from ._api import (
+from ._api import (  # noqa: E402 (after the environment is set)
     avg_pool2d_backward,
     avg_pool2d_forward,
     conv2d_backward,
@@ -15,9 +18,9 @@ from ._api import (
     max_pool2d_backward,
     max_pool2d_forward,
 )
-from ._registry import OPS, available_methods
-from ._threads import get_num_threads, set_num_threads
-from ._workspace import release_workspace
+from ._registry import OPS, available_methods  # noqa: E402
+from ._threads import get_num_threads, set_num_threads  # noqa: E402
+from ._workspace import release_workspace  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._auto import choose
+from ._quiet import quiet
 
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
 
@@ -47,6 +48,23 @@ class Method:
     @property
     def backward(self) -> Callable[..., Any]:
         return self._load(self.backward_name)
+
+
+@dataclass(frozen=True)
+class SplitBackward:
+    """A conv2d backward pass taking dx from one method and dw from another (what method="auto" picks
+    when each gradient has a different fastest method). Both modules provide ``conv2d_backward_dx``
+    and ``conv2d_backward_dw``."""
+
+    dx: Method
+    dw: Method
+
+    @quiet
+    def backward(self, dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dx = self.dx._load("conv2d_backward_dx")(dout, w, g)
+        dw = self.dw._load("conv2d_backward_dw")(dout, x, g)
+        return dx, dw, dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
 
 
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
@@ -98,11 +116,14 @@ def available_methods(op: str) -> tuple[str, ...]:
 
 
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
-            direction: str = "forward") -> Method:
-    """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors."""
+            direction: str = "forward") -> Any:
+    """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors: a
+    Method, or for an "auto" conv2d backward pass possibly a SplitBackward."""
     table = _check_op(op)
     if method == "auto":
         method = choose(op, geometry, dtype, available_methods(op), direction)
+        if isinstance(method, tuple):
+            return SplitBackward(table[method[0]], table[method[1]])
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"

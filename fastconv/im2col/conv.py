@@ -258,24 +258,38 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     return dx
 
 
+def _backward_budget(g: ConvGeometry, itemsize: int) -> tuple[int, int]:
+    """(bytes of x, dout, w and dx; the reserve for GEMM blocks) of a backward pass. One reserve serves
+    both gradients: the scratch buffers of the first are still held during the second."""
+    fixed = (2 * g.N * g.C * g.H * g.W + g.N * g.F * g.Ho * g.Wo + g.F * g.Cg * g.KH * g.KW) * itemsize
+    return fixed, _reserve(max(g.C * g.KW * g.Ho * g.Wo, g.F * g.Ho * g.Wo), itemsize)
+
+
+@_quiet
+def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    if _pointwise(g):  # dx[n, g] = w[g]^T @ dout[n, g]
+        wT = w.reshape(1, g.groups, g.Fg, g.Cg).transpose(0, 1, 3, 2)
+        d5 = dout.reshape(g.N, g.groups, g.Fg, g.H * g.W)
+        return np.matmul(wT, d5).reshape(g.N, g.C, g.H, g.W)
+    if g.sh == g.sw == 1:
+        return _conv_dx_stride1(dout, w, g, *_backward_budget(g, dout.itemsize))
+    return _conv_dx(dout, w, g)
+
+
+@_quiet
+def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    if _pointwise(g):  # dw[g] = sum_n dout[n, g] @ x[n, g]^T
+        P = g.H * g.W
+        x5, d5 = x.reshape(g.N, g.groups, g.Cg, P), dout.reshape(g.N, g.groups, g.Fg, P)
+        dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))
+                        for i in range(g.groups)])
+        return dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False)
+    return _conv_dw(dout, x, g, *_backward_budget(g, x.itemsize))
+
+
 @_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
-    if _pointwise(g):
-        P = g.H * g.W
-        x5, d5 = x.reshape(g.N, g.groups, g.Cg, P), dout.reshape(g.N, g.groups, g.Fg, P)
-        wT = w.reshape(1, g.groups, g.Fg, g.Cg).transpose(0, 1, 3, 2)
-        dx = np.matmul(wT, d5).reshape(x.shape)
-        dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))
-                        for i in range(g.groups)])
-        return dx, dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False), db
-    fixed = 2 * x.nbytes + dout.nbytes + w.nbytes  # x, dout, w and dx
-    # one reserve for both passes: the scratch buffers of the first are still held during the second
-    reserve = _reserve(max(g.C * g.KW * g.Ho * g.Wo, g.F * g.Ho * g.Wo), x.itemsize)
-    if g.sh == g.sw == 1:
-        dx = _conv_dx_stride1(dout, w, g, fixed, reserve)
-    else:
-        dx = _conv_dx(dout, w, g)
-    return dx, _conv_dw(dout, x, g, fixed, reserve), db
+    return conv2d_backward_dx(dout, w, g), conv2d_backward_dw(dout, x, g), db

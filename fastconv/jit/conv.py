@@ -501,13 +501,24 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
 
 
 @_quiet
+def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    flat = _flat_pointwise(g)
+    if flat is not None:
+        return _conv_dx(dout.reshape(g.N, g.F, 1, g.H * g.W), w, flat).reshape(g.N, g.C, g.H, g.W)
+    return _conv_dx(dout, w, g)
+
+
+@_quiet
+def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    flat = _flat_pointwise(g)
+    if flat is not None:
+        return _conv_dw(dout.reshape(g.N, g.F, 1, g.H * g.W), x.reshape(g.N, g.C, 1, g.H * g.W), flat)
+    return _conv_dw(dout, x, g)
+
+
+@_quiet
 def conv2d_backward(
     dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
-    flat = _flat_pointwise(g)
-    if flat is not None:
-        dout1 = dout.reshape(g.N, g.F, 1, g.H * g.W)
-        x1 = x.reshape(g.N, g.C, 1, g.H * g.W)
-        return _conv_dx(dout1, w, flat).reshape(x.shape), _conv_dw(dout1, x1, flat), db
-    return _conv_dx(dout, w, g), _conv_dw(dout, x, g), db
+    return conv2d_backward_dx(dout, w, g), conv2d_backward_dw(dout, x, g), db
