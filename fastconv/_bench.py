@@ -2,7 +2,8 @@
 
 The machines are shared and noisy, so every figure of one layer is measured in interleaved rounds: each
 round times every method once (fastconv's in this process, PyTorch's in a persistent peer process), in
-an order that rotates from round to round, and a figure is the median over rounds. Ratios are then taken between figures measured side by side.
+an order that rotates from round to round, and a figure is the median over rounds. Ratios are then
+taken between figures measured side by side.
 """
 
 from __future__ import annotations

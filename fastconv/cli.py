@@ -39,10 +39,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for op in ops:
         if op not in ("conv2d", "max_pool2d", "avg_pool2d"):
             raise CliError(f"--ops: unknown op {op!r} (conv2d, max_pool2d, avg_pool2d)")
-    conv_layers = [layer for layer in _suite.CONV_LAYERS
-                   if not args.layers or layer.name in args.layers.split(",")]
-    pool_layers = [layer for layer in _suite.POOL_LAYERS
-                   if not args.layers or layer.name in args.layers.split(",")]
+    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
+    wanted = args.layers.split(",") if args.layers else names
+    for name in wanted:
+        if name not in names:
+            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    conv_layers = [layer for layer in _suite.CONV_LAYERS if layer.name in wanted]
+    pool_layers = [layer for layer in _suite.POOL_LAYERS if layer.name in wanted]
+    known = sorted({m for op in ops for m in _bench.methods_for(op, include_naive=True)})
+    for m in args.methods.split(",") if args.methods else []:
+        if m not in known:
+            raise CliError(f"--methods: unknown or unavailable method {m!r} ({', '.join(known)})")
+    if args.repeats < 1:
+        raise CliError(f"--repeats must be at least 1, got {args.repeats}")
     rounds = 3 if args.quick else args.repeats
     threads = get_num_threads()
     _say(f"fastconv bench: {dtype.name}, {threads} threads, {rounds} interleaved rounds per layer")
@@ -64,6 +73,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                            if not args.methods or m in args.methods.split(",")]
                 if args.quick and layer.name not in ("seed001", "pool2"):
                     methods = [m for m in methods if m != "naive"]
+                if not methods and not peer:
+                    continue
                 _say(f"  {op:10s} {layer.name:8s} {', '.join(methods)}{' + pytorch' if peer else ''}")
                 records += _bench.bench_layer(op, layer, dtype, methods, rounds, peer)
     finally:
@@ -153,6 +164,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from ._check import TOLERANCE, run_check
 
     cases = 8 if args.quick else args.cases
+    if cases < 1:
+        raise CliError(f"--cases must be at least 1, got {cases}")
     t0 = time.perf_counter()
     rows = run_check(cases, seed=args.seed, progress=_say)
     print(f"{'op':11s} {'method':17s} {'dtype':8s} {'cases':>5s} {'fwd rel err':>12s} "
