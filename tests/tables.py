@@ -40,6 +40,13 @@ CONV_CASES = [
     ((1, 16, 5, 5), (24, 16, 3, 3), dict(padding=1), True),  # wider channels
     ((2, 36, 7, 6), (10, 18, 3, 2), dict(groups=2, stride=(2, 1), padding=1, dilation=(1, 2)), False),
     ((2, 1, 12, 3), (2, 1, 5, 1), dict(padding=(2, 0)), False),  # tall thin
+    # rows at least four register tiles wide (64 columns) are read in place, with no padded copy, and
+    # their last tile overlaps the one before
+    ((2, 3, 4, 70), (18, 3, 3, 3), dict(), True),  # forward in place; 18 channels: a partial block
+    ((1, 6, 5, 70), (5, 6, 3, 3), dict(padding=2), False),  # "full" padding: dx reads dout in place
+    ((2, 5, 9, 9), (7, 5, 1, 1), dict(), True),  # pointwise, 81 pixels: forward and dx in place
+    ((2, 5, 3, 11), (7, 5, 1, 1), dict(), True),  # pointwise, 33 pixels
+    ((2, 1, 20, 20), (6, 1, 5, 5), dict(), True),  # lenet-like: one input channel
 ]
 
 # (x shape, keywords, which of max/avg the case applies to)
