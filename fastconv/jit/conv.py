@@ -160,6 +160,57 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
                     orow[j0 + t] = acc[m, t] + bv
 
 
+@inline
+def _row_tiles(rb, vw, xpk, wpk, offq, bias, out, r0, sh):  # rb must be 4
+    """_fwd_tiles' sums for one output channel per group (a depthwise conv; dx of an input with one
+    channel per group, as lenet's): each task owns rb output rows of one channel and keeps an rb x vw
+    tile of them in registers: per tap one weight and rb vector loads, where a channel tile would spend
+    most of its lanes on channels that do not exist. The last row block of a short image repeats its
+    last row (reads stay inside the input) and stores only the rows it has."""
+    N, M, Ho, Wo = out.shape
+    Q = wpk.shape[2]
+    row = xpk.shape[3] * xpk.shape[4]
+    nch = (Wo + vw - 1) // vw
+    nrb = (Ho + rb - 1) // rb
+    for task in prange(N * M * nrb):
+        ib = task % nrb
+        r = task // nrb
+        g = r % M
+        n = r // M
+        i0 = ib * rb
+        rlast = min(rb, Ho - i0) - 1
+        d1 = np.uint64(min(1, rlast) * sh * row)  # rows past the image repeat its last row
+        d2 = np.uint64(min(2, rlast) * sh * row)
+        d3 = np.uint64(min(3, rlast) * sh * row)
+        acc = numba.carray(stack_empty(ACC, xpk.dtype), (rb, vw))
+        xn = xpk[n].reshape(-1)
+        wf = wpk[g, 0].reshape(-1)
+        offs = offq[g]
+        for ch in range(nch):
+            j0 = ch * vw
+            for k in range(rb):
+                for t in range(vw):
+                    acc[k, t] = 0
+            base = np.uint64((r0 + i0 * sh) * row + j0)
+            for q in range(Q):
+                o = np.uint64(offs[q]) + base
+                wv = wf[np.uint64(q)]
+                # four rows spelled out, columns outermost: the form LLVM vectorizes (with the rows as
+                # a loop it kept the tile in memory and did scalar FMAs)
+                for t in range(vw):
+                    tt = np.uint64(t)
+                    acc[0, t] += wv * xn[o + tt]
+                    acc[1, t] += wv * xn[o + d1 + tt]
+                    acc[2, t] += wv * xn[o + d2 + tt]
+                    acc[3, t] += wv * xn[o + d3 + tt]
+            tmax = min(vw, Wo - j0)
+            bv = bias[g]
+            for k in range(rlast + 1):
+                orow = out[n, g, i0 + k]
+                for t in range(tmax):
+                    orow[j0 + t] = acc[k, t] + bv
+
+
 @kernel
 def _fwd_f32(xpk, wpk, offq, bias, out, r0, sh):
     _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh, False)
@@ -178,6 +229,16 @@ def _fwd_f64(xpk, wpk, offq, bias, out, r0, sh):
 @kernel
 def _fwd_f64_overlap(xpk, wpk, offq, bias, out, r0, sh):
     _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh, True)
+
+
+@kernel
+def _fwd_rows_f32(xpk, wpk, offq, bias, out, r0, sh):
+    _row_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh)
+
+
+@kernel
+def _fwd_rows_f64(xpk, wpk, offq, bias, out, r0, sh):
+    _row_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh)
 
 
 # For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
@@ -203,7 +264,13 @@ _FWD = {
 _FWD_OVERLAP = {np.dtype(np.float32): _fwd_f32_overlap, np.dtype(np.float64): _fwd_f64_overlap}
 
 
+# one output channel per group: row tiles (kernel, 1 channel, columns per tile)
+_ROWS = {np.dtype(np.float32): (_fwd_rows_f32, 1, 32), np.dtype(np.float64): (_fwd_rows_f64, 1, 16)}
+
+
 def _tiling(out_per_group: int, dtype: np.dtype) -> tuple:
+    if out_per_group == 1:
+        return _ROWS[np.dtype(dtype)]
     return _FWD[np.dtype(dtype), out_per_group <= 4]
 
 
