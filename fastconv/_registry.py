@@ -50,6 +50,19 @@ class Method:
         return self._load(self.backward_name)
 
 
+def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its two gradients' functions,
+    dx_fn(dout, w, g) and dw_fn(dout, x, g): what every method module's ``conv2d_backward`` is."""
+
+    @quiet
+    def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+        return dx_fn(dout, w, g), dw_fn(dout, x, g), db
+
+    return conv2d_backward
+
+
 @dataclass(frozen=True)
 class SplitBackward:
     """A conv2d backward pass taking dx from one method and dw from another (what method="auto" picks
@@ -59,12 +72,9 @@ class SplitBackward:
     dx: Method
     dw: Method
 
-    @quiet
-    def backward(self, dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dx = self.dx._load("conv2d_backward_dx")(dout, w, g)
-        dw = self.dw._load("conv2d_backward_dw")(dout, x, g)
-        return dx, dw, dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+    @property
+    def backward(self) -> Callable[..., Any]:
+        return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"))
 
 
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:

@@ -32,6 +32,7 @@ from numba import prange
 
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
+from .._registry import conv_backward
 from .._workspace import fresh, scratch
 from ..jit._numba import kernel, launch
 from ..jit.conv import dx_phases, phase_kernel, transposed_kernel
@@ -289,9 +290,4 @@ def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
     return _conv_dw(dout, x, g, *_backward_budget(g, x.itemsize))
 
 
-@_quiet
-def conv2d_backward(
-    dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: ConvGeometry
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
-    return conv2d_backward_dx(dout, w, g), conv2d_backward_dw(dout, x, g), db
+conv2d_backward = conv_backward(conv2d_backward_dx, conv2d_backward_dw)
