@@ -29,6 +29,7 @@ from numba import prange
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
 from .._registry import conv_backward
+from .._threads import get_num_threads
 from .._workspace import fresh, scratch
 from ._numba import inline, kernel, launch, stack_empty
 
@@ -524,58 +525,63 @@ MB = 16  # output channels per tile of the channel-vector dw kernel
 
 
 @inline
-def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk):
-    """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dT[n, i, j, (g*nmb + mb)*MB + m]
-    * xT[n, g, i*sh + a*dh, colph[e], j + coloff[e], kb*kv + t]
+def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
+    """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dT[n, g, mb, i, j, m]
+    * xT[n, g, kb, i*sh + a*dh, colph[e], j + coloff[e], t]
 
-    The input is channel-last, so kv input channels are one vector and MB output channels are MB
-    broadcasts from one cache line: the same register tile as _fwd_tiles, for input channels >= kv.
-    Each task owns one (mb, kb) block of dw for all taps and goes through the batch in chunks of nchunk
-    images, every tap of a chunk in turn, so the chunk is read from cache KH*KW times, not from memory."""
-    N, Ho, Wo, Fp = dT.shape
+    Input and dout are in channel blocks, channels innermost (kv input channels, MB output channels):
+    kv input channels are one vector and MB output channels MB broadcasts from one cache line, the same
+    register tile as _fwd_tiles (for input channels >= kv), and a tile reads both as contiguous streams.
+    Each task owns mper consecutive output-channel blocks (all input-channel blocks, all taps) and goes
+    through the batch in chunks of nchunk images small enough to stay in cache: for each chunk, every
+    tap and every (mb, kb) tile of the task in turn, the tile in registers and added to dwt after the
+    chunk. So every chunk of the input and of dout comes from memory once per task, not once per tile
+    (a 1x1 conv, with no taps to share a chunk, ran at a quarter of the speed with tiles as tasks)."""
+    N, _, _, Ho, Wo, _ = dT.shape
     G, nmb, nkb, KH, KW, _, _ = dwt.shape
-    _, _, R, P, J, Cp = xT.shape
-    for task in prange(G * nmb * nkb):
-        kb = task % nkb
-        r = task // nkb
-        mb = r % nmb
-        g = r // nmb
-        m0 = (g * nmb + mb) * MB
+    _, _, _, R, P, J, _ = xT.shape
+    ntask = (nmb + mper - 1) // mper
+    for task in prange(G * ntask):
+        g = task // ntask
+        mb0 = (task % ntask) * mper
         acc = numba.carray(stack_empty(ACC, xT.dtype), (MB, kv))
-        out = dwt[g, mb, kb]
-        out[...] = 0
+        for mb in range(mb0, min(nmb, mb0 + mper)):
+            dwt[g, mb] = 0
         for n0 in range(0, N, nchunk):
             for a in range(KH):
                 for e in range(KW):
-                    for m in range(MB):
-                        for t in range(kv):
-                            acc[m, t] = 0
-                    for n in range(n0, min(N, n0 + nchunk)):
-                        xn = xT[n, g].reshape(-1)
-                        dn = dT[n].reshape(-1)
-                        for i in range(Ho):
-                            xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * Cp + kb * kv
-                            dbase = i * Wo * Fp + m0
-                            for j in range(Wo):
-                                # unsigned indices: no wraparound code, the tile stays in registers
+                    for mb in range(mb0, min(nmb, mb0 + mper)):
+                        for kb in range(nkb):
+                            for m in range(MB):
                                 for t in range(kv):
-                                    xv = xn[np.uint64(xbase + j * Cp + t)]
-                                    for m in range(MB):
-                                        acc[m, t] += dn[np.uint64(dbase + j * Fp + m)] * xv
-                    tile = out[a, e]
-                    for m in range(MB):
-                        for t in range(kv):
-                            tile[m, t] += acc[m, t]
+                                    acc[m, t] = 0
+                            for n in range(n0, min(N, n0 + nchunk)):
+                                xn = xT[n, g, kb].reshape(-1)
+                                dn = dT[n, g, mb].reshape(-1)
+                                for i in range(Ho):
+                                    xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * kv
+                                    dbase = i * Wo * MB
+                                    for j in range(Wo):
+                                        # unsigned indices: no wraparound code, the tile stays in
+                                        # registers
+                                        for t in range(kv):
+                                            xv = xn[np.uint64(xbase + j * kv + t)]
+                                            for m in range(MB):
+                                                acc[m, t] += dn[np.uint64(dbase + j * MB + m)] * xv
+                            tile = dwt[g, mb, kb, a, e]
+                            for m in range(MB):
+                                for t in range(kv):
+                                    tile[m, t] += acc[m, t]
 
 
 @kernel
-def _dwc_f32(dT, xT, dwt, sh, dh, colph, coloff, nchunk):
-    _dwc_tiles(16, dT, xT, dwt, sh, dh, colph, coloff, nchunk)
+def _dwc_f32(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
+    _dwc_tiles(16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
 
 
 @kernel
-def _dwc_f64(dT, xT, dwt, sh, dh, colph, coloff, nchunk):
-    _dwc_tiles(8, dT, xT, dwt, sh, dh, colph, coloff, nchunk)
+def _dwc_f64(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
+    _dwc_tiles(8, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
 
 
 _DWC = {np.dtype(np.float32): (_dwc_f32, 16), np.dtype(np.float64): (_dwc_f64, 8)}
@@ -602,6 +608,41 @@ def _channels_last(src, dst):
                 out[b, k] = row[b]
 
 
+@kernel
+def _to_blocks(src, dst):
+    """dst[n, g, b, s, t] = src[n, g, b*bw + t, s], or 0 where b*bw + t >= K. One task per (n, g, b)
+    owns dst[n, g, b]."""
+    N, G, K, S = src.shape
+    nblk, bw = dst.shape[2], dst.shape[4]
+    for task in prange(N * G * nblk):
+        b = task % nblk
+        r = task // nblk
+        g = r % G
+        n = r // G
+        out = dst[n, g, b]
+        for t in range(bw):
+            k = b * bw + t
+            if k < K:
+                row = src[n, g, k]
+                for q in range(S):
+                    out[q, t] = row[q]
+            else:
+                for q in range(S):
+                    out[q, t] = 0
+
+
+def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndarray:
+    """(N, groups * K, *rest) -> (N, groups, ceil(K / bw), *rest, bw): channels in blocks of bw,
+    innermost, each group's last block zero-filled."""
+    N, K = src.shape[0], src.shape[1] // groups
+    rest = src.shape[2:]
+    nblk, size = -(-K // bw), int(np.prod(rest))
+    shape = (N, groups, nblk, size, bw)
+    dst = scratch(name, int(np.prod(shape)), src.dtype).reshape(shape)
+    launch(_to_blocks, src.reshape(N, groups, K, size), dst)
+    return dst.reshape(N, groups, nblk, *rest, bw)
+
+
 def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarray:
     """dout as (N, Ho, Wo, groups * nmb * mv): output channels contiguous, each group zero-filled to
     whole tiles of mv. A parallel kernel: NumPy's transposing copy runs on one thread (this made dw
@@ -621,17 +662,19 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     xpk = _packed_input(x, rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
     _, _, R, P, J = xpk.shape
     nkb = -(-g.Cg // kv)
-    shape = (g.N, g.groups, R, P, J, nkb * kv)
-    xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
-    launch(_channels_last, xpk.reshape(g.N, g.groups, g.Cg, R, P * J),
-           xT.reshape(g.N, g.groups, R, P * J, nkb * kv))
+    xT = _channel_blocks(xpk, g.groups, kv, "packed_t")  # (N, groups, nkb, R, P, J, kv)
     nmb = -(-g.Fg // MB)
-    dT = _dout_channels_last(dout, g, MB)
+    dT = _channel_blocks(dout, g.groups, MB, "dout")  # (N, groups, nmb, Ho, Wo, MB)
     dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, MB, kv), dtype)
-    # images per chunk: one tile's share of dout and of the input within about 256 KiB of cache
-    per_image = (g.Ho * g.Wo * MB + R * P * J * kv) * dtype.itemsize
-    nchunk = max(1, (256 << 10) // per_image)
-    launch(fn, dT, xT, dwt, g.sh, g.dh, colph, coloff, nchunk)
+    # Output-channel blocks per task: about four tasks per thread (fewer tasks read each input chunk
+    # fewer times, more balance the threads). Images per chunk: the chunk's input (all channels) and
+    # dout within about 1 MiB of cache (half of this machine's L2); not the task's share of dout, which
+    # depends on the thread count: the chunks set the order of the sums.
+    ntask = max(1, min(nmb, -(-4 * get_num_threads() // g.groups)))
+    mper = -(-nmb // ntask)
+    per_image = (g.Ho * g.Wo * nmb * MB + R * P * J * nkb * kv) * dtype.itemsize
+    nchunk = max(1, (1 << 20) // per_image)
+    launch(fn, dT, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper)
     # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
     dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * MB, nkb * kv, g.KH, g.KW)
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, g.KH, g.KW))
