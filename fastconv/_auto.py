@@ -1,10 +1,16 @@
 """method="auto": which concrete method runs one call.
 
-A heuristic calibrated on ``fastconv bench`` and on the two gradients timed apart (this project's 2-core
-AVX-512 machines, float32 and float64): the jit kernels win every forward pass but pointwise ones, and
-the input gradient; BLAS (im2col) wins pointwise convs and the weight gradient of layers with a long
-reduction (Cg*KH*KW >= 256). A backward pass may take dx from one method and dw from the other. Pools
-always use jit.
+A heuristic calibrated on ``fastconv bench`` and on the two gradients timed apart, interleaved, on this
+project's 2-core AVX-512 machines (float32 and float64):
+
+- forward: the jit kernels, except for pointwise convs (plain GEMMs win there);
+- backward of a pointwise conv, or of a strided one that is not tiny: im2col (its fold beats the jit
+  method's per-phase dx, 1.4-1.6x on the down layer, and BLAS wins that dw);
+- any other backward: the jit kernels, except that in float64 a long reduction (Cg*KH*KW >= 1024)
+  takes dw from im2col (dgemm beat the float64 dw tiles by 10% on the res layer), so one call may take
+  dx from jit and dw from im2col.
+
+Pools always use jit.
 """
 
 from __future__ import annotations
@@ -15,28 +21,30 @@ import numpy as np
 
 from ._params import ConvGeometry
 
-# FLOPs below which the jit kernels beat unfold + GEMM on the weight gradient (seed001, ~18 MFLOP, is
-# below), and the reduction length (input channels per group x taps) from which BLAS wins it.
+# FLOPs below which the jit kernels win whatever the shape (seed001, ~18 MFLOP, is below), and the
+# reduction length (input channels per group x taps) from which dgemm wins float64's dw.
 SMALL_FLOPS = 30e6
-DW_GEMM_K = 256
+DW_GEMM_K_F64 = 1024
 
 
-def _conv_choice(g: ConvGeometry, direction: str) -> str | tuple[str, str]:
+def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
     """A method name, or for the backward pass (method for dx, method for dw)."""
     pointwise = g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
-    if pointwise:  # the input is the unfolded matrix already: plain GEMMs
-        return "im2col" if direction == "forward" else ("im2col", "im2col")
-    if direction == "forward":  # the register-tiled kernels win every other forward of the suite
-        return "jit"
+    if direction == "forward":
+        return "im2col" if pointwise else "jit"
     depthwise = g.groups > 1 and g.groups == g.C
-    big = g.flops >= SMALL_FLOPS and g.Cg * g.KH * g.KW >= DW_GEMM_K and not depthwise
-    return ("jit", "im2col" if big else "jit")
+    big = g.flops >= SMALL_FLOPS and not depthwise
+    if pointwise or (big and (g.sh > 1 or g.sw > 1)):
+        return "im2col"
+    if big and np.dtype(dtype) == np.float64 and g.Cg * g.KH * g.KW >= DW_GEMM_K_F64:
+        return ("jit", "im2col")
+    return "jit"
 
 
 def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...],
            direction: str = "forward") -> str | tuple[str, str]:
     """The method for one call; for a conv2d backward pass possibly a pair (dx's method, dw's)."""
-    pick = _conv_choice(geometry, direction) if op == "conv2d" else "jit"
+    pick = _conv_choice(geometry, dtype, direction) if op == "conv2d" else "jit"
     if isinstance(pick, str):
         return pick if pick in available else _fallback(available)
     dx, dw = (p if p in available else _fallback(available) for p in pick)
