@@ -123,6 +123,11 @@ def start_torch_peer(threads: int) -> TorchPeer | str:
 
 
 # ------------------------------------------------------------------------------------------ rounds
+# Conv layers up to this many FLOPs (seed001, 18 MFLOP, about 0.2 s) have naive timed whole; larger
+# ones on a slice (1 image, 2 filters), scaled up.
+NAIVE_WHOLE_FLOPS = 20e6
+
+
 def bench_layer(op: str, layer: ConvLayer | PoolLayer, dtype: np.dtype, methods: list[str],
                 rounds: int, peer: TorchPeer | None) -> list[dict[str, Any]]:
     """Records for every method (and PyTorch) on one layer, measured in interleaved rounds."""
@@ -130,7 +135,9 @@ def bench_layer(op: str, layer: ConvLayer | PoolLayer, dtype: np.dtype, methods:
     calls: dict[str, tuple[Callable[[], Any], Callable[[], Any]]] = {}
     scale: dict[str, float] = {}
     for m in methods:
-        if m == "naive":  # its time grows with the number of windows: time a slice and scale
+        if m == "naive" and op == "conv2d" and layer.flops <= NAIVE_WHOLE_FLOPS:  # type: ignore[union-attr]
+            calls[m], scale[m] = conv_calls(layer, dtype, m), 1.0  # type: ignore[arg-type]
+        elif m == "naive":  # its time grows with the number of windows: time a slice and scale
             if op == "conv2d":
                 f = min(2, layer.F)  # type: ignore[union-attr]
                 calls[m] = conv_calls(layer, dtype, m, 1, f)  # type: ignore[arg-type]

@@ -127,7 +127,8 @@ def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float)
                     print(f"{layer:8s} {name:8s} {_fmt_ms(r['fwd_s'])} {xcopy:>7s} "
                           f"{_fmt_ms(r['fwdbwd_s']):>10s} {vs_naive:>9s} {vs_t:>10s} {vs_tb:>9s} "
                           f"{r['compile_s']:9.2f}")
-    print("\n~ : naive timed on a slice of the layer (1 image, 2 filters or channels) and scaled up.")
+    print("\n~ : naive timed on a slice of the layer (1 image, 2 filters or channels) and scaled up; "
+          "seed001's naive is timed whole.")
 
 
 def _plot(records: list[dict[str, Any]], path: str, dtype: str) -> None:
