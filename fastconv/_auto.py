@@ -29,12 +29,11 @@ DW_GEMM_K_F64 = 1024
 
 def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
     """A method name, or for the backward pass (method for dx, method for dw)."""
-    pointwise = g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
     if direction == "forward":
-        return "im2col" if pointwise else "jit"
+        return "im2col" if g.pointwise else "jit"
     depthwise = g.groups > 1 and g.groups == g.C
     big = g.flops >= SMALL_FLOPS and not depthwise
-    if pointwise or (big and (g.sh > 1 or g.sw > 1)):
+    if g.pointwise or (big and (g.sh > 1 or g.sw > 1)):
         return "im2col"
     if big and np.dtype(dtype) == np.float64 and g.Cg * g.KH * g.KW >= DW_GEMM_K_F64:
         return ("jit", "im2col")

@@ -120,6 +120,12 @@ class ConvGeometry:
         return self.F // self.groups
 
     @property
+    def pointwise(self) -> bool:
+        """A 1x1 kernel at stride 1 without padding: the input already is the unfolded matrix."""
+        return (self.KH == self.KW == 1 and self.sh == self.sw == 1
+                and self.pt == self.pb == self.pl == self.pr == 0)
+
+    @property
     def flops(self) -> int:
         """Multiply-adds counted as 2 FLOPs, forward pass."""
         return 2 * self.N * self.F * self.Ho * self.Wo * self.Cg * self.KH * self.KW

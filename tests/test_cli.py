@@ -27,7 +27,7 @@ def test_bench_writes_json(tmp_path, capsys):
     data = json.loads(path.read_text())
     (rec,) = data["records"]
     assert (rec["op"], rec["layer"], rec["method"]) == ("max_pool2d", "pool2", "jit")
-    assert rec["fwd_s"] > 0 and rec["fwdbwd_s"] > rec["fwd_s"] * 0.5
+    assert rec["fwd_s"] > 0 and rec["fwdbwd_s"] > 0  # values only: timings are never asserted
     assert data["dtype"] == "float32" and data["rounds"] == 2
     assert "pool2" in capsys.readouterr().out
 

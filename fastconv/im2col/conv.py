@@ -35,7 +35,7 @@ from .._quiet import quiet as _quiet
 from .._registry import conv_backward
 from .._workspace import fresh, scratch
 from ..jit._numba import kernel, launch
-from ..jit.conv import dx_phases, phase_kernel, transposed_kernel
+from ..jit.conv import columns_inside, dx_phases, phase_kernel, transposed_kernel
 
 MIN_BUDGET = 64 << 20  # bytes
 CACHE_BYTES = 1 << 20  # a GEMM result block meant to stay in cache while the kernel rows add into it
@@ -54,9 +54,7 @@ def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl):
         dst = xe[b, c].reshape(-1)
         for e in range(KW):
             col0 = e * dw - pl  # the input column of j = 0
-            # j*sw + col0 lies in [0, W) for j in [jlo, jhi)
-            jlo = min(J, max(0, -(col0 // sw)))
-            jhi = min(J, max(jlo, (W - 1 - col0) // sw + 1))
+            jlo, jhi = columns_inside(col0, sw, W, J)
             nj = jhi - jlo
             for rp in range(SH):
                 for r in range(R):
@@ -93,8 +91,7 @@ def _fold_rows(dxe, dx, n0, a, sh, sw, dh, dw, pt, pl):
         dst = dx[n0 + b, c].reshape(-1)
         for e in range(KW):
             col0 = e * dw - pl  # the input column of j = 0
-            jlo = min(Wo, max(0, -(col0 // sw)))
-            jhi = min(Wo, max(jlo, (W - 1 - col0) // sw + 1))
+            jlo, jhi = columns_inside(col0, sw, W, Wo)
             for i in range(Ho):
                 h = i * sh + a * dh - pt
                 if h < 0 or h >= H:
@@ -114,7 +111,7 @@ class _Unfolded:
 
     def __init__(self, x, KH, KW, Ho, Wo, sh, sw, dh, dw, pt, pl, groups, n0, nb):
         C = x.shape[1]
-        self.R = Ho + ((KH - 1) * dh) // sh
+        self.R = self.rows(Ho, KH, sh, dh)
         shape = (nb, C, KW, sh, self.R, Wo)
         xe = scratch("unfolded", int(np.prod(shape)), x.dtype).reshape(shape)
         launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl)
@@ -127,8 +124,13 @@ class _Unfolded:
         return self.xv[i0:i1, :, :, rp, ro * self.Wo : ro * self.Wo + self.L]
 
     @staticmethod
+    def rows(Ho: int, KH: int, sh: int, dh: int) -> int:
+        """Rows per phase: the output rows plus the furthest kernel row's offset."""
+        return Ho + ((KH - 1) * dh) // sh
+
+    @staticmethod
     def image_bytes(C, KW, Ho, Wo, KH, sh, dh, itemsize) -> int:
-        return C * KW * sh * (Ho + ((KH - 1) * dh) // sh) * Wo * itemsize
+        return C * KW * sh * _Unfolded.rows(Ho, KH, sh, dh) * Wo * itemsize
 
 
 def _row_kernels(wk: np.ndarray, groups: int) -> np.ndarray:
@@ -186,14 +188,9 @@ def _conv(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, fixed_bytes, reser
                 out[n0 + i0 : n0 + i0 + ib] = acc.reshape(ib, F, Ho, Wo)
 
 
-def _pointwise(g: ConvGeometry) -> bool:
-    """A 1x1 kernel at stride 1 without padding: the input already is the unfolded matrix."""
-    return g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0
-
-
 @_quiet
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGeometry) -> np.ndarray:
-    if _pointwise(g):  # out[n, g] = w[g] @ x[n, g]: one GEMM per image and group, straight into NCHW
+    if g.pointwise:  # out[n, g] = w[g] @ x[n, g]: one GEMM per image and group, straight into NCHW
         out = np.matmul(w.reshape(1, g.groups, g.Fg, g.Cg), x.reshape(g.N, g.groups, g.Cg, g.H * g.W))
         out = out.reshape(g.N, g.F, g.Ho, g.Wo)
     else:
@@ -268,7 +265,7 @@ def _backward_budget(g: ConvGeometry, itemsize: int) -> tuple[int, int]:
 
 @_quiet
 def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    if _pointwise(g):  # dx[n, g] = w[g]^T @ dout[n, g]
+    if g.pointwise:  # dx[n, g] = w[g]^T @ dout[n, g]
         wT = w.reshape(1, g.groups, g.Fg, g.Cg).transpose(0, 1, 3, 2)
         d5 = dout.reshape(g.N, g.groups, g.Fg, g.H * g.W)
         return np.matmul(wT, d5).reshape(g.N, g.C, g.H, g.W)
@@ -281,7 +278,7 @@ def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.n
 
 @_quiet
 def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    if _pointwise(g):  # dw[g] = sum_n dout[n, g] @ x[n, g]^T
+    if g.pointwise:  # dw[g] = sum_n dout[n, g] @ x[n, g]^T
         P = g.H * g.W
         x5, d5 = x.reshape(g.N, g.groups, g.Cg, P), dout.reshape(g.N, g.groups, g.Fg, P)
         dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))

@@ -37,6 +37,14 @@ ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8
 
 
 # ------------------------------------------------------------------------------------------- packing
+@inline
+def columns_inside(off, sw, W, J):
+    """The columns j in [jlo, jhi) of [0, J) whose input column j*sw + off lies in [0, W)."""
+    jlo = min(J, max(0, -(off // sw)))  # ceil(-off / sw), at least 0
+    jhi = min(J, max(jlo, (W - 1 - off) // sw + 1))
+    return jlo, jhi
+
+
 @kernel
 def _pack(src, dst, row0, col0, sw):
     """dst[n, c, r, p, j] = src[n, c, r - row0, j*sw + p - col0], zero outside src.
@@ -54,9 +62,7 @@ def _pack(src, dst, row0, col0, sw):
         if rhi <= rlo:
             continue
         for p in range(P):
-            # j*sw + p - col0 lies in [0, W) for j in [jlo, jhi)
-            jlo = min(J, max(0, -((p - col0) // sw)))
-            jhi = min(J, max(jlo, (W - 1 + col0 - p) // sw + 1))
+            jlo, jhi = columns_inside(p - col0, sw, W, J)
             if jhi == jlo:
                 continue
             c0 = jlo * sw + p - col0
@@ -310,7 +316,7 @@ def _flat_pointwise(g: ConvGeometry) -> ConvGeometry | None:
     """For a 1x1 kernel at stride 1 without padding, the same conv on images of one row of H*W pixels:
     long contiguous rows fill the vector tiles (a 14-wide row wastes 2 of 16 lanes and every row ends a
     tile). None for any other conv."""
-    if g.KH == g.KW == 1 and g.sh == g.sw == 1 and g.pt == g.pb == g.pl == g.pr == 0 and g.H > 1:
+    if g.pointwise and g.H > 1:
         return replace(g, H=1, W=g.H * g.W, Ho=1, Wo=g.H * g.W)
     return None
 
