@@ -47,6 +47,9 @@ CONV_CASES = [
     ((2, 5, 9, 9), (7, 5, 1, 1), dict(), True),  # pointwise, 81 pixels: forward and dx in place
     ((2, 5, 3, 11), (7, 5, 1, 1), dict(), True),  # pointwise, 33 pixels
     ((2, 1, 20, 20), (6, 1, 5, 5), dict(), True),  # lenet-like: one input channel
+    # 5 channels x 24 columns tiles (float64), forward and dx: a partial chunk, groups, a stride
+    ((2, 20, 6, 42), (10, 10, 3, 3), dict(groups=2, padding=1), True),
+    ((2, 10, 5, 48), (10, 10, 3, 3), dict(stride=2, padding=1), False),
 ]
 
 # (x shape, keywords, which of max/avg the case applies to)
