@@ -60,6 +60,28 @@ def test_conv_non_finite_weights_match_naive(method, xs, ws, kw, bias, dtype, rn
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method,xs,ws,kw,bias", CONV_PARAMS, ids=ids(CONV_PARAMS))
+def test_conv_non_finite_inputs_match_naive(method, xs, ws, kw, bias, dtype, rng):
+    """An infinite or NaN input element gives NaN and infinities in the same places as naive's loops,
+    in the output and in dw: in particular no 0 * inf from zeros a kernel pads dout or its vectors
+    with (the jit dw kernel for few input channels pads dout's rows)."""
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    flat = x.reshape(-1)
+    flat[rng.integers(flat.size)] = np.inf
+    if flat.size > 2:
+        flat[rng.integers(flat.size)] = -np.inf
+        flat[rng.integers(flat.size)] = np.nan
+    expected = fastconv.conv2d_forward(x, w, method="naive", **kw)
+    assert_close(fastconv.conv2d_forward(x, w, method=method, **kw), expected, dtype, "out")
+    dout = rng.standard_normal(expected.shape).astype(dtype)
+    got = fastconv.conv2d_backward(dout, x, w, method=method, **kw)
+    ref = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)
+    for name, a, e in zip(("dx", "dw", "db"), got, ref):
+        assert_close(a, e, dtype, name)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("values", ["random", "ties", "nan_inf"])
 @pytest.mark.parametrize("op,method,shape,kw", POOL_PARAMS, ids=ids(POOL_PARAMS))
 def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):

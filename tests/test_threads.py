@@ -29,9 +29,14 @@ def _calls(rng, dtype):
     dconv = rng.standard_normal((3, 8, 6, 10)).astype(dtype)
     pool = dict(kernel_size=3, stride=2, padding=1)
     dpool = rng.standard_normal((3, 6, 6, 5)).astype(dtype)
+    # one input channel and enough images for the jit dw kernel to split the batch into chunks
+    x1 = rng.standard_normal((40, 1, 40, 40)).astype(dtype)
+    w1 = rng.standard_normal((6, 1, 5, 5)).astype(dtype)
+    d1 = rng.standard_normal((40, 6, 36, 36)).astype(dtype)
     return {
         "conv2d": lambda m: (fastconv.conv2d_forward(x, w, b, method=m, **conv),
-                             *fastconv.conv2d_backward(dconv, x, w, method=m, **conv)),
+                             *fastconv.conv2d_backward(dconv, x, w, method=m, **conv),
+                             *fastconv.conv2d_backward(d1, x1, w1, method=m)),
         "max_pool2d": lambda m: (fastconv.max_pool2d_forward(x, method=m, **pool),
                                  fastconv.max_pool2d_backward(dpool, x, method=m, **pool)),
         "avg_pool2d": lambda m: (fastconv.avg_pool2d_forward(x, method=m, **pool),

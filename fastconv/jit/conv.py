@@ -555,6 +555,172 @@ def _dw_f64(dT, xpk, offq, dwt, sh):
 _DW = {np.dtype(np.float32): (_dw_f32, 16), np.dtype(np.float64): (_dw_f64, 8)}
 
 
+PF, PE = 4, 4  # output channels and kernel columns per tile of the pixel-vector dw kernel
+
+
+@inline
+def _dwp_step(vw, xk, dn, acc, bx, bd, c1, c2, c3, f1, f2, f3):
+    """One vector of output columns for a PF x PE tile: input at bx (+ c1, c2, c3 for the other
+    kernel columns), dout at bd (+ f1, f2, f3 for the other channels). Spelled out, lanes outermost:
+    the form LLVM vectorizes with the tile in registers (written inline in the task's loops, the
+    lane loop stayed scalar)."""
+    for t in range(vw):
+        tt = np.uint64(t)
+        x0 = xk[bx + tt]
+        x1 = xk[bx + c1 + tt]
+        x2 = xk[bx + c2 + tt]
+        x3 = xk[bx + c3 + tt]
+        v0 = dn[bd + tt]
+        v1 = dn[bd + f1 + tt]
+        v2 = dn[bd + f2 + tt]
+        v3 = dn[bd + f3 + tt]
+        acc[0, t] += v0 * x0
+        acc[1, t] += v0 * x1
+        acc[2, t] += v0 * x2
+        acc[3, t] += v0 * x3
+        acc[4, t] += v1 * x0
+        acc[5, t] += v1 * x1
+        acc[6, t] += v1 * x2
+        acc[7, t] += v1 * x3
+        acc[8, t] += v2 * x0
+        acc[9, t] += v2 * x1
+        acc[10, t] += v2 * x2
+        acc[11, t] += v2 * x3
+        acc[12, t] += v3 * x0
+        acc[13, t] += v3 * x1
+        acc[14, t] += v3 * x2
+        acc[15, t] += v3 * x3
+
+
+@inline
+def _dwp_tiles(vw, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
+    """part[s, g, fb, k, a, e, m] = sum over the images n of chunk s, rows i and columns j of
+    dp[n, f, i, j] * xpk[n, g*K + k, i*sh + a*dh, colph[e], coloff[e] + j], f = g*Fg + fb*PF + m,
+    with dp passed as (N, F*Ho*Wv) and xpk as (N*C, R*P*J): the kernel takes 1-D rows of 2-D arrays
+    (with rows reshaped inside it, LLVM left the lane loop scalar).
+
+    For few input channels per group (lenet, cs231n's first layer), too few to fill a vector: the
+    vectors run along the output columns j instead, which dout and the packed input both hold
+    contiguously. dp's rows are whole vectors long (zero-padded by the caller where the output rows are
+    not). Each task owns PF output channels of one input channel and one chunk of nchunk images, and
+    goes through the kernel rows and blocks of PE kernel columns with a PF x PE tile of vectors in
+    registers; its lanes are added in order at the end. Channels and columns past a group's last are
+    clamped to it: computed again, never stored."""
+    N = dp.shape[0]
+    S, G, nfb, K, KH, KW, _ = part.shape
+    C = G * K
+    Fg = F // G
+    neb = (KW + PE - 1) // PE
+    njc = Wv // vw
+    plane = Ho * Wv
+    for task in prange(S * G * nfb * K):
+        k = task % K
+        r = task // K
+        fb = r % nfb
+        r //= nfb
+        g = r % G
+        s = r // G
+        acc = numba.carray(stack_empty(ACC, xpk.dtype), (PF * PE, vw))
+        sums = numba.carray(stack_empty(ACC, xpk.dtype), (PF * PE,))
+        f0 = g * Fg + fb * PF
+        fl = g * Fg + min(Fg - 1, fb * PF + PF - 1)  # the last channel of the block in the group
+        f1 = np.uint64((min(f0 + 1, fl) - f0) * plane)
+        f2 = np.uint64((min(f0 + 2, fl) - f0) * plane)
+        f3 = np.uint64((min(f0 + 3, fl) - f0) * plane)
+        for a in range(KH):
+            for eb in range(neb):
+                e0 = eb * PE
+                e1, e2, e3 = min(e0 + 1, KW - 1), min(e0 + 2, KW - 1), min(e0 + 3, KW - 1)
+                cb = colph[e0] * J + coloff[e0]  # where tap e0's column 0 lies in a packed row
+                c1 = np.uint64(colph[e1] * J + coloff[e1] - cb)
+                c2 = np.uint64(colph[e2] * J + coloff[e2] - cb)
+                c3 = np.uint64(colph[e3] * J + coloff[e3] - cb)
+                for u in range(PF * PE):
+                    for t in range(vw):
+                        acc[u, t] = 0
+                for n in range(s * nchunk, min(N, s * nchunk + nchunk)):
+                    xk = xpk[n * C + g * K + k]
+                    dn = dp[n]
+                    for i in range(Ho):
+                        xr = (i * sh + a * dh) * P * J + cb
+                        dr = f0 * plane + i * Wv
+                        for jc in range(njc):
+                            _dwp_step(vw, xk, dn, acc, np.uint64(xr + jc * vw), np.uint64(dr + jc * vw),
+                                      c1, c2, c3, f1, f2, f3)
+                # the lanes' sums over the whole tile first: indexing the tile with the runtime
+                # bounds below kept it out of registers
+                for u in range(PF * PE):
+                    total = acc[u, 0]
+                    for t in range(1, vw):
+                        total += acc[u, t]
+                    sums[u] = total
+                out = part[s, g, fb, k, a]
+                for m in range(min(PF, Fg - fb * PF)):
+                    for u in range(min(PE, KW - e0)):
+                        out[e0 + u, m] = sums[m * PE + u]
+
+
+@kernel
+def _dwp_f32(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
+    _dwp_tiles(16, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J)
+
+
+@kernel
+def _dwp_f64(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
+    _dwp_tiles(8, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J)
+
+
+_DWP = {np.dtype(np.float32): (_dwp_f32, 16), np.dtype(np.float64): (_dwp_f64, 8)}
+
+
+@kernel
+def _pad_rows(src, dst):
+    """dst[n, f, i, :W] = src[n, f, i], zero beyond. One task per (n, f) plane."""
+    N, F, H, W = src.shape
+    Wv = dst.shape[3]
+    for task in prange(N * F):
+        n, f = task // F, task % F
+        for i in range(H):
+            for j in range(W):
+                dst[n, f, i, j] = src[n, f, i, j]
+            for j in range(W, Wv):
+                dst[n, f, i, j] = 0
+
+
+def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray | None:
+    """dw by _dwp_tiles; None where zero-padded dout rows would meet a non-finite input (0 * inf
+    terms that naive lacks)."""
+    dtype = x.dtype
+    fn, vw = _DWP[dtype]
+    Wv = -(-g.Wo // vw) * vw
+    if Wv != g.Wo:
+        if not np.isfinite(x).all():
+            return None
+        dp = scratch("dout", g.N * g.F * g.Ho * Wv, dtype).reshape(g.N, g.F, g.Ho, Wv)
+        launch(_pad_rows, dout, dp)
+    else:
+        dp = np.ascontiguousarray(dout)
+    colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
+    rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
+    xpk = _packed_input(x, rows, Wv + int(coloff[-1]), g.pt, g.pl, g.sw)
+    _, _, R, P, J = xpk.shape
+    # Images per chunk: one channel's packed input and PF channels of dout within about 1 MiB (half of
+    # this machine's L2), as the chunk is read again for every kernel row and column block. Set by the
+    # shapes alone: the order of the sums does not depend on the thread count.
+    # Chunks of equal size: a short last chunk would leave its tasks' thread idle.
+    per_image = (R * P * J + PF * g.Ho * Wv) * dtype.itemsize
+    S = -(-g.N // max(1, (1 << 20) // per_image))
+    nchunk = -(-g.N // S)
+    nfb = -(-g.Fg // PF)
+    part = np.zeros((S, g.groups, nfb, g.Cg, g.KH, g.KW, PF), dtype)
+    launch(fn, dp.reshape(g.N, -1), xpk.reshape(g.N * g.C, -1), part, g.sh, g.dh, colph, coloff, nchunk,
+           g.F, g.Ho, Wv, P, J)
+    dw = part.sum(axis=0) if S > 1 else part[0]
+    # (g, fb, k, a, e, m) -> (g, fb, m, k, a, e) -> (F, Cg, KH, KW)
+    dw = dw.transpose(0, 1, 5, 2, 3, 4).reshape(g.groups, nfb * PF, g.Cg, g.KH, g.KW)[:, : g.Fg]
+    return np.ascontiguousarray(dw.reshape(g.F, g.Cg, g.KH, g.KW))
+
+
 MB = 16  # output channels per tile of the channel-vector dw kernel
 
 
@@ -718,6 +884,9 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Tiles over input channels when there are enough of them, else over taps."""
     if g.Cg >= _DWC[x.dtype][1]:
         return _conv_dw_channels(dout, x, g)
+    dw = _conv_dw_pixels(dout, x, g)
+    if dw is not None:
+        return dw
     dtype = x.dtype
     fn, mv = _DW[dtype]
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
