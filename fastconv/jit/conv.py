@@ -9,8 +9,9 @@ Backward, dx: split by output phase (dx position mod stride), each phase is a st
 upstream gradient with the transposed, flipped sub-kernel of the taps that reach it; it runs on the same
 tile kernel. No zero-inserted gradient is ever formed, so no 0 * inf terms appear that naive lacks.
 
-Backward, dw: each task owns dw for FB output channels and a block of input channels, and reduces over the
-batch in chunks that stay in cache, again with register tiles.
+Backward, dw: each task owns dw for a group of output-channel blocks (all input channels), and reduces over
+the batch in chunks that stay in cache, again with register tiles; with few input channels per group the
+vectors run along the output columns instead, and tasks own chunks of the batch, added in a fixed order.
 
 Every task writes only what it owns and reduces in a fixed order, so results are bitwise identical for
 any thread count.
@@ -721,16 +722,13 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
     return np.ascontiguousarray(dw.reshape(g.F, g.Cg, g.KH, g.KW))
 
 
-MB = 16  # output channels per tile of the channel-vector dw kernel
-
-
 @inline
-def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
+def _dwc_tiles(kv, fw, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
     """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dT[n, g, mb, i, j, m]
     * xT[n, g, kb, i*sh + a*dh, colph[e], j + coloff[e], t]
 
-    Input and dout are in channel blocks, channels innermost (kv input channels, MB output channels):
-    kv input channels are one vector and MB output channels MB broadcasts from one cache line, the same
+    Input and dout are in channel blocks, channels innermost (kv input channels, fw output channels):
+    kv input channels are one vector and fw output channels fw broadcasts from one cache line, the same
     register tile as _fwd_tiles (for input channels >= kv), and a tile reads both as contiguous streams.
     Each task owns mper consecutive output-channel blocks (all input-channel blocks, all taps) and goes
     through the batch in chunks of nchunk images small enough to stay in cache: for each chunk, every
@@ -744,7 +742,7 @@ def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
     for task in prange(G * ntask):
         g = task // ntask
         mb0 = (task % ntask) * mper
-        acc = numba.carray(stack_empty(ACC, xT.dtype), (MB, kv))
+        acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
         for mb in range(mb0, min(nmb, mb0 + mper)):
             dwt[g, mb] = 0
         for n0 in range(0, N, nchunk):
@@ -752,7 +750,7 @@ def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
                 for e in range(KW):
                     for mb in range(mb0, min(nmb, mb0 + mper)):
                         for kb in range(nkb):
-                            for m in range(MB):
+                            for m in range(fw):
                                 for t in range(kv):
                                     acc[m, t] = 0
                             for n in range(n0, min(N, n0 + nchunk)):
@@ -760,31 +758,46 @@ def _dwc_tiles(kv, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
                                 dn = dT[n, g, mb].reshape(-1)
                                 for i in range(Ho):
                                     xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * kv
-                                    dbase = i * Wo * MB
+                                    dbase = i * Wo * fw
                                     for j in range(Wo):
                                         # unsigned indices: no wraparound code, the tile stays in
                                         # registers
                                         for t in range(kv):
                                             xv = xn[np.uint64(xbase + j * kv + t)]
-                                            for m in range(MB):
-                                                acc[m, t] += dn[np.uint64(dbase + j * MB + m)] * xv
+                                            for m in range(fw):
+                                                acc[m, t] += dn[np.uint64(dbase + j * fw + m)] * xv
                             tile = dwt[g, mb, kb, a, e]
-                            for m in range(MB):
+                            for m in range(fw):
                                 for t in range(kv):
                                     tile[m, t] += acc[m, t]
 
 
 @kernel
 def _dwc_f32(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    _dwc_tiles(16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+    _dwc_tiles(16, 16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
 
 
 @kernel
 def _dwc_f64(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    _dwc_tiles(8, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+    _dwc_tiles(8, 16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
 
 
-_DWC = {np.dtype(np.float32): (_dwc_f32, 16), np.dtype(np.float64): (_dwc_f64, 8)}
+@kernel
+def _dwc_f64_wide(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
+    _dwc_tiles(16, 8, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+
+
+# (kernel, input channels per tile (the vector), output channels per tile), widest first: a conv takes the
+# first whose vector its input channels per group fill. float64's 16 x 8 tile needs 2 vector loads and 8
+# broadcasts per 16 FMAs where 8 x 16 needs 1 and 16; it was 1.1-1.4x faster on seed001, vgg, res, down
+# and pw, with the same sums in the same order. The float32 32 x 8 tile was 1.4-2.6x slower.
+_DWC = {np.dtype(np.float32): ((_dwc_f32, 16, 16),),
+        np.dtype(np.float64): ((_dwc_f64_wide, 16, 8), (_dwc_f64, 8, 16))}
+
+
+def _dwc_tiling(Cg: int, dtype: np.dtype) -> tuple | None:
+    """The channel-vector dw tile for Cg input channels per group, or None if Cg fills none."""
+    return next((t for t in _DWC[np.dtype(dtype)] if Cg >= t[1]), None)
 
 
 @kernel
@@ -856,33 +869,34 @@ def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarra
 
 def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     dtype = x.dtype
-    fn, kv = _DWC[dtype]
+    fn, kv, mb = _dwc_tiling(g.Cg, dtype)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
     xpk = _packed_input(x, rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
     _, _, R, P, J = xpk.shape
     nkb = -(-g.Cg // kv)
     xT = _channel_blocks(xpk, g.groups, kv, "packed_t")  # (N, groups, nkb, R, P, J, kv)
-    nmb = -(-g.Fg // MB)
-    dT = _channel_blocks(dout, g.groups, MB, "dout")  # (N, groups, nmb, Ho, Wo, MB)
-    dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, MB, kv), dtype)
+    nmb = -(-g.Fg // mb)
+    dT = _channel_blocks(dout, g.groups, mb, "dout")  # (N, groups, nmb, Ho, Wo, mb)
+    dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, mb, kv), dtype)
     # Output-channel blocks per task: about four tasks per thread (fewer tasks read each input chunk
     # fewer times, more balance the threads). Images per chunk: the chunk's input (all channels) and
     # dout within about 1 MiB of cache (half of this machine's L2); not the task's share of dout, which
     # depends on the thread count: the chunks set the order of the sums.
     ntask = max(1, min(nmb, -(-4 * get_num_threads() // g.groups)))
     mper = -(-nmb // ntask)
-    per_image = (g.Ho * g.Wo * nmb * MB + R * P * J * nkb * kv) * dtype.itemsize
+    per_image = (g.Ho * g.Wo * nmb * mb + R * P * J * nkb * kv) * dtype.itemsize
     nchunk = max(1, (1 << 20) // per_image)
     launch(fn, dT, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper)
     # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
-    dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * MB, nkb * kv, g.KH, g.KW)
+    dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * mb, nkb * kv, g.KH, g.KW)
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, g.KH, g.KW))
 
 
 def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    """Tiles over input channels when there are enough of them, else over taps."""
-    if g.Cg >= _DWC[x.dtype][1]:
+    """Vectors of input channels when there are enough of them; else vectors of output columns; else
+    (a padded dout row would meet a non-finite input) tiles over taps."""
+    if _dwc_tiling(g.Cg, x.dtype) is not None:
         return _conv_dw_channels(dout, x, g)
     dw = _conv_dw_pixels(dout, x, g)
     if dw is not None:
