@@ -63,20 +63,6 @@ def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any]) -> Calla
     return conv2d_backward
 
 
-@dataclass(frozen=True)
-class SplitBackward:
-    """A conv2d backward pass taking dx from one method and dw from another (what method="auto" picks
-    when each gradient has a different fastest method). Both modules provide ``conv2d_backward_dx``
-    and ``conv2d_backward_dw``."""
-
-    dx: Method
-    dw: Method
-
-    @property
-    def backward(self) -> Callable[..., Any]:
-        return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"))
-
-
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
     return Method(module, f"{op}_forward", f"{op}_backward", requires)
 
@@ -127,13 +113,10 @@ def available_methods(op: str) -> tuple[str, ...]:
 
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
             direction: str = "forward") -> Any:
-    """The implementation to call for ``method`` ("auto" or a concrete name), raising clear errors: a
-    Method, or for an "auto" conv2d backward pass possibly a SplitBackward."""
+    """The Method to call for ``method`` ("auto" or a concrete name), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
         method = choose(op, geometry, dtype, available_methods(op), direction)
-        if isinstance(method, tuple):
-            return SplitBackward(table[method[0]], table[method[1]])
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"
