@@ -947,6 +947,44 @@ def _to_blocks(src, dst):
                     out[q, t] = 0
 
 
+@kernel
+def _pack_blocks(src, dst, row0, col0, sw):
+    """dst[n, g, b, r, p, j, t] = src[n, g*K + b*bw + t, r - row0, j*sw + p - col0], zero outside src
+    and for channels b*bw + t >= K: _pack and _to_blocks in one pass. One task per (n, g, b, r) owns
+    dst[n, g, b, r]."""
+    N, G, nblk, R, P, J, bw = dst.shape
+    H, W = src.shape[2], src.shape[3]
+    K = src.shape[1] // G
+    for task in prange(N * G * nblk * R):
+        r = task % R
+        q = task // R
+        b = q % nblk
+        q //= nblk
+        g = q % G
+        n = q // G
+        d = dst[n, g, b, r]
+        h = r - row0
+        if h < 0 or h >= H:
+            d[...] = 0
+            continue
+        for t in range(bw):
+            k = b * bw + t
+            if k >= K:
+                for p in range(P):
+                    for j in range(J):
+                        d[p, j, t] = 0
+                continue
+            srow = src[n, g * K + k, h]
+            for p in range(P):
+                jlo, jhi = columns_inside(p - col0, sw, W, J)
+                for j in range(jlo):
+                    d[p, j, t] = 0
+                for j in range(jlo, jhi):
+                    d[p, j, t] = srow[j * sw + p - col0]
+                for j in range(max(jlo, jhi), J):
+                    d[p, j, t] = 0
+
+
 def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndarray:
     """(N, groups * K, *rest) -> (N, groups, ceil(K / bw), *rest, bw): channels in blocks of bw,
     innermost, each group's last block zero-filled."""
@@ -975,10 +1013,12 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     fn, kv, mb = _dwc_tiling(g.Cg, dtype)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
-    xpk = _packed_input(x, rows, g.Wo + int(coloff[-1]), g.pt, g.pl, g.sw)
-    _, _, R, P, J = xpk.shape
+    R, P, J = rows, g.sw, g.Wo + int(coloff[-1])
     nkb = -(-g.Cg // kv)
-    xT = _channel_blocks(xpk, g.groups, kv, "packed_t")  # (N, groups, nkb, R, P, J, kv)
+    # the input padded, its columns split by phase as _pack does, and in channel blocks
+    shape = (g.N, g.groups, nkb, R, P, J, kv)
+    xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
+    launch(_pack_blocks, x, xT, g.pt, g.pl, g.sw)
     nmb = -(-g.Fg // mb)
     dT = _channel_blocks(dout, g.groups, mb, "dout")  # (N, groups, nmb, Ho, Wo, mb)
     dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, mb, kv), dtype)
