@@ -32,6 +32,9 @@ def release_workspace() -> None:
 
 PREFAULT_BYTES = 1 << 20
 PAGE = 4096
+# Tests set this: fresh() then fills its (undefined) contents with NaN, so any position a kernel fails to
+# write shows up in the result instead of whatever the memory held.
+POISON = False
 
 
 def fresh(shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.ndarray:
@@ -46,6 +49,8 @@ def fresh(shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.nda
     out = np.empty(shape, dtype)
     if zero:
         out.fill(0)
+    elif POISON:
+        out.fill(np.nan)
     elif out.nbytes >= PREFAULT_BYTES:
         out.reshape(-1).view(np.uint8)[::PAGE] = 0
     return out

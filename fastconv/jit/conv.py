@@ -536,6 +536,13 @@ def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl):
                             dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
 
 
+def _residues(g: ConvGeometry) -> int:
+    """How many residues (dx row mod stride, dx column mod stride) hold dx positions."""
+    rows = sum(1 for r in range(g.sh) if _phase_range(r, g.pt, g.H, g.sh)[1] > 0)
+    cols = sum(1 for r in range(g.sw) if _phase_range(r, g.pl, g.W, g.sw)[1] > 0)
+    return rows * cols
+
+
 def _run_phases(tiling: Tiling, src: np.ndarray, wt: np.ndarray, g: ConvGeometry, phases: list,
                 top: int, left: int, dx: np.ndarray) -> None:
     """All phases of a strided dx by one launch of tiling.phases: the phases' packed kernels and tap
@@ -568,10 +575,11 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     wt = transposed_kernel(w, g)
     phases = dx_phases(g)
     strided = g.sh > 1 or g.sw > 1
-    # With stride 1 the one phase covers every position of dx; otherwise positions no tap reaches stay 0.
+    # Each phase covers every dx position of its residue (position mod stride); a residue no tap
+    # reaches has no phase, and its positions stay 0 (a 1x1 kernel with a stride).
     dx = fresh((g.N, g.C, g.H, g.W), dtype)
-    if strided:
-        dx.fill(0)  # positions that no tap reaches stay 0
+    if len(phases) < _residues(g):
+        dx.fill(0)
     if not phases:
         return dx
     # One zero-padded copy of dout serves every phase: phase rows start at top + base_h.
