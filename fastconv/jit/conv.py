@@ -117,6 +117,23 @@ def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------ forward tiles
 @inline
+def _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, base):
+    """acc[m, t] = sum_{q0 <= q < q1} wf[q*fb + m] * xn[offs[q] + base + t], over the taps in order:
+    one vector load of input and fb broadcast FMAs per tap. Unsigned indices skip numba's wraparound
+    code, so the loop body is little more than the FMAs."""
+    for m in range(fb):
+        for t in range(vw):
+            acc[m, t] = 0
+    for q in range(q0, q1):
+        o = np.uint64(offs[q]) + base
+        wq = np.uint64(q * fb)
+        for t in range(vw):
+            xv = xn[o + np.uint64(t)]
+            for m in range(fb):
+                acc[m, t] += wf[wq + np.uint64(m)] * xv
+
+
+@inline
 def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
     """out[n, g*Mg + m, i, j] = bias + sum_q wpk[g, m // fb, q, m % fb] * xflat[n][offq[g, q] + (r0 + i*sh)
     * row + j], where xflat[n] is xpk[n] flattened, row one packed input row (all phases) and q runs over
@@ -124,9 +141,7 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
     hold no columns beyond what the outputs read, so a last partial chunk is moved back to end at Wo.
 
     Each task owns one output row of fb output channels and keeps an fb x vw tile of it in vector
-    registers while it goes through the taps: one vector load of input and fb broadcast FMAs per tap.
-    The taps' offsets come from a table, and unsigned indices skip numba's wraparound code, so the loop
-    body is little more than the FMAs."""
+    registers while it goes through the taps (_tile_sums), whose offsets come from a table."""
     N, M, Ho, Wo = out.shape
     G, nb, Q, _ = wpk.shape
     Mg = M // G
@@ -149,17 +164,7 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
             j0 = ch * vw
             if overlap and j0 + vw > Wo:  # a constant: compiled out of the kernels without overlap
                 j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
-            for m in range(fb):
-                for t in range(vw):
-                    acc[m, t] = 0
-            base = np.uint64((r0 + i * sh) * row + j0)
-            for q in range(Q):
-                o = np.uint64(offs[q]) + base
-                wq = np.uint64(q * fb)
-                for t in range(vw):
-                    xv = xn[o + np.uint64(t)]
-                    for m in range(fb):
-                        acc[m, t] += wf[wq + np.uint64(m)] * xv
+            _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
             tmax = min(vw, Wo - j0)
             for m in range(mcount):
                 oc = g * Mg + b * fb + m
@@ -253,17 +258,7 @@ def _phase_tiles(fb, vw, src, wcat, ocat, pp, dx, sh, sw, nhmax):
             h = h0 + i * sh
             for ch in range((nw + vw - 1) // vw):
                 j0 = ch * vw
-                for m in range(fb):
-                    for t in range(vw):
-                        acc[m, t] = 0
-                base = np.uint64((r0 + i) * row + j0)
-                for q in range(q0, q1):
-                    o = np.uint64(offs[q]) + base
-                    wq = np.uint64(q * fb)
-                    for t in range(vw):
-                        xv = xn[o + np.uint64(t)]
-                        for m in range(fb):
-                            acc[m, t] += wf[wq + np.uint64(m)] * xv
+                _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, np.uint64((r0 + i) * row + j0))
                 tmax = min(vw, nw - j0)
                 for m in range(mcount):
                     drow = dx[n, g * Mg + b * fb + m, h]
