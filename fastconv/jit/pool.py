@@ -95,6 +95,17 @@ def _each_tap(op, plane, b, c, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi):
             _tap_row(op, xrow, b, c, lo[e], hi[e], sw, e * dw - pw, b.dtype.type(a * KW + e))
 
 
+@inline
+def _zero_rows(dplane, done, upto):
+    """Zero rows [done, upto) of a dx plane; returns the new count of zeroed rows. The backward kernels
+    zero each row just before the first window that adds into it (windows go down the plane in order),
+    so a row's zeros and its sums meet in cache: one pass of writes over dx instead of a memset and then
+    the sums."""
+    for r in range(done, upto):
+        dplane[r, :] = 0
+    return max(done, upto)
+
+
 @kernel
 def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     N, C, H, W = x.shape
@@ -128,7 +139,7 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
         n, c = p // C, p % C
         plane = x[n, c]
         dplane = dx[n, c]
-        dplane[:, :] = 0
+        done = 0  # rows of dplane zeroed so far
         best = best_rows[p]
         tap = tap_rows[p]
         for i in range(Ho):
@@ -140,10 +151,12 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
             tap[:] = -1
             _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
             grow = dout[n, c, i]
+            done = _zero_rows(dplane, done, min(H, i * sh + (KH - 1) * dh - ph + 1))
             for j in range(Wo):
                 k = int(tap[j])
                 if k >= 0:
                     dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
+        _zero_rows(dplane, done, H)  # rows below every window
 
 
 def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: bool) -> np.ndarray:
@@ -182,12 +195,13 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
     for p in prange(N * C):
         n, c = p // C, p % C
         dplane = dx[n, c]
-        dplane[:, :] = 0
+        done = 0  # rows of dplane zeroed so far
         share = share_rows[p]
         for i in range(Ho):
             grow = dout[n, c, i]
             for j in range(Wo):
                 share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
+            done = _zero_rows(dplane, done, min(H, i * sh + KH - ph))
             for a in range(KH):
                 ih = i * sh + a - ph
                 if ih < 0 or ih >= H:
@@ -196,6 +210,7 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
                 for e in range(KW):
                     off = e - pw
                     _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
+        _zero_rows(dplane, done, H)  # rows below every window
 
 
 @_quiet
