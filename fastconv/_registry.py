@@ -50,15 +50,20 @@ class Method:
         return self._load(self.backward_name)
 
 
-def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any]) -> Callable[..., Any]:
-    """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its two gradients' functions,
-    dx_fn(dout, w, g) and dw_fn(dout, x, g): what every method module's ``conv2d_backward`` is."""
+def _bias_grad(dout: np.ndarray) -> np.ndarray:
+    return dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+
+
+def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
+                  db_fn: Callable[..., Any] = _bias_grad) -> Callable[..., Any]:
+    """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its gradients' functions,
+    dx_fn(dout, w, g), dw_fn(dout, x, g) and db_fn(dout) (NumPy's sum unless a method has its own):
+    what every method module's ``conv2d_backward`` is."""
 
     @quiet
     def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        db = dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
-        return dx_fn(dout, w, g), dw_fn(dout, x, g), db
+        return dx_fn(dout, w, g), dw_fn(dout, x, g), db_fn(dout)
 
     return conv2d_backward
 

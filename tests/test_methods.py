@@ -104,3 +104,19 @@ def test_auto_backward_choices(kw, n, hw, dtype, rng):
     got = fastconv.conv2d_backward(dout, x, w, method="auto", **kw)
     for name, a, e in zip(("dx", "dw", "db"), got, expected):
         assert_close(a, e, dtype, f"auto {name}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jit_bias_gradient_of_a_large_dout(dtype, rng):
+    """The jit method sums db in parallel from 64K elements of dout (the test table's are smaller):
+    against a float64 sum, to the dtype's tolerance, non-finite values included."""
+    pytest.importorskip("numba")
+    from fastconv.jit.conv import conv2d_bias_grad
+
+    dout = rng.standard_normal((3, 5, 150, 150)).astype(dtype)
+    dout[1, 2, 7, 9] = np.inf
+    dout[2, 4, 0, 0] = np.nan
+    expected = dout.astype(np.float64).sum(axis=(0, 2, 3)).astype(dtype)
+    got = conv2d_bias_grad(dout)
+    assert got.dtype == dtype
+    assert_close(got, expected, dtype, "db")

@@ -1138,4 +1138,30 @@ def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
     return _conv_dw(dout, x, g)
 
 
-conv2d_backward = conv_backward(conv2d_backward_dx, conv2d_backward_dw)
+@kernel
+def _channel_sums(dout, db):
+    """db[f] = sum of dout[:, f]: each image's plane summed (vectorized), those sums added in image
+    order. One task per channel: the order does not depend on the thread count."""
+    N, F = dout.shape[0], dout.shape[1]
+    for f in prange(F):
+        total = dout.dtype.type(0)
+        for n in range(N):
+            plane = dout[n, f].reshape(-1)
+            s = dout.dtype.type(0)
+            for j in range(plane.size):
+                s += plane[j]
+            total += s
+        db[f] = total
+
+
+def conv2d_bias_grad(dout: np.ndarray) -> np.ndarray:
+    """db on the cores numba uses: NumPy's sum over (0, 2, 3) runs on one, 0.5-1.0 ms on the suite's
+    larger layers against 0.25-0.55 ms here. Below 64K elements NumPy's (the launch costs more)."""
+    if dout.size < 1 << 16:
+        return dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+    db = np.empty(dout.shape[1], dout.dtype)
+    launch(_channel_sums, np.ascontiguousarray(dout), db)
+    return db
+
+
+conv2d_backward = conv_backward(conv2d_backward_dx, conv2d_backward_dw, conv2d_bias_grad)
