@@ -4,8 +4,9 @@ A heuristic calibrated on ``fastconv bench`` and on the two gradients timed apar
 project's 2-core AVX-512 machines (float32 and float64):
 
 - forward: the jit kernels, except for pointwise convs (plain GEMMs win there);
-- backward of a pointwise conv, or of a strided one that is not tiny: im2col (its fold beats the jit
-  method's per-phase dx, 1.4-1.6x on the down layer, and BLAS wins that dw);
+- backward of a pointwise conv, or of a strided one that is not tiny: im2col (BLAS wins those dw; its
+  fold beat the jit method's phase-by-phase dx by 1.4-1.6x on the down layer, and since the jit dx runs
+  all phases in one launch the two backward passes are within noise of each other there);
 - any other backward: the jit kernels. (Until the float64 dw tiles of 16 input x 8 output channels,
   dgemm won float64's dw on the res layer by 10% and auto took dx and dw from different methods; now
   the jit dw is 1.2x faster there.)
