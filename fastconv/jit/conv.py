@@ -85,9 +85,11 @@ def _tile_source(x: np.ndarray, rows: int, cols: int, reach: int, row0: int, col
     return _packed_input(x, rows, cols, row0, col0, sw), False
 
 
-def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw: int) -> np.ndarray:
+def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw: int,
+                  name: str = "packed") -> np.ndarray:
+    """_pack's copy of x into the scratch buffer called name."""
     shape = (x.shape[0], x.shape[1], rows, sw, cols)
-    xpk = scratch("packed", int(np.prod(shape)), x.dtype).reshape(shape)
+    xpk = scratch(name, int(np.prod(shape)), x.dtype).reshape(shape)
     launch(_pack, x, xpk, row0, col0, sw)
     return xpk
 
@@ -531,6 +533,13 @@ def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl):
                             dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
 
 
+def _phase_columns(p: DxPhase, left: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where phase p's taps read in the padded dout (one column phase, left columns of padding): the
+    colph, coloff pair _tap_offsets takes."""
+    coloff = (left + p.base_w + np.arange(len(p.taps_w)) * p.step_w).astype(np.intp)
+    return np.zeros(len(p.taps_w), np.intp), coloff
+
+
 def _residues(g: ConvGeometry) -> int:
     """How many residues (dx row mod stride, dx column mod stride) hold dx positions."""
     rows = sum(1 for r in range(g.sh) if _phase_range(r, g.pt, g.H, g.sh)[1] > 0)
@@ -545,8 +554,7 @@ def _run_phases(tiling: Tiling, src: np.ndarray, wt: np.ndarray, g: ConvGeometry
     fb = tiling.fb
     wpks, offs, pp, q0 = [], [], [], 0
     for p in phases:
-        coloff = (left + p.base_w + np.arange(len(p.taps_w)) * p.step_w).astype(np.intp)
-        colph = np.zeros(len(p.taps_w), np.intp)
+        colph, coloff = _phase_columns(p, left)
         wpk = _packed_weights(phase_kernel(wt, p), g.groups, fb)
         wpks.append(wpk.reshape(wpk.shape[0], wpk.shape[1], -1, fb))
         offs.append(_tap_offsets(src, g.groups, len(p.taps_h), p.step_h, colph, coloff))
@@ -593,8 +601,7 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
         return dx
     zeros = np.zeros(g.C, dtype)
     for p in phases:
-        coloff = (left + p.base_w + np.arange(len(p.taps_w)) * p.step_w).astype(np.intp)
-        colph = np.zeros(len(p.taps_w), np.intp)
+        colph, coloff = _phase_columns(p, left)
         out = dx[:, :, p.h0 :: g.sh, p.w0 :: g.sw][:, :, : p.nh, : p.nw]  # written in place, strided
         _run_tiles(tiling, src, phase_kernel(wt, p), g.groups, zeros, out, 1, p.step_h, colph, coloff,
                    r0=top + p.base_h, overlap=overlap)
@@ -831,20 +838,6 @@ _DWP = {(np.dtype(np.float32), 4): (_dwp_f32, 16), (np.dtype(np.float64), 4): (_
         (np.dtype(np.float32), 5): (_dwp5_f32, 16)}
 
 
-@kernel
-def _pad_rows(src, dst):
-    """dst[n, f, i, :W] = src[n, f, i], zero beyond. One task per (n, f) plane."""
-    N, F, H, W = src.shape
-    Wv = dst.shape[3]
-    for task in prange(N * F):
-        n, f = task // F, task % F
-        for i in range(H):
-            for j in range(W):
-                dst[n, f, i, j] = src[n, f, i, j]
-            for j in range(W, Wv):
-                dst[n, f, i, j] = 0
-
-
 def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray | None:
     """dw by _dwp_tiles; None where zero-padded dout rows would meet a non-finite input (0 * inf
     terms that naive lacks)."""
@@ -855,8 +848,8 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
     if Wv != g.Wo:
         if not np.isfinite(x).all():
             return None
-        dp = scratch("dout", g.N * g.F * g.Ho * Wv, dtype).reshape(g.N, g.F, g.Ho, Wv)
-        launch(_pad_rows, dout, dp)
+        # dout's rows zero-padded to whole vectors (the input's own copy is "packed")
+        dp = _packed_input(dout, g.Ho, Wv, 0, 0, 1, "dout").reshape(g.N, g.F, g.Ho, Wv)
     else:
         dp = np.ascontiguousarray(dout)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
