@@ -4,11 +4,17 @@ import os as _os
 import sys as _sys
 
 # OpenBLAS's idle threads spin for ~0.1 s after each GEMM, starving the numba kernels that follow (the
-# im2col unfold ran 2x slower, a jit conv right after im2col GEMMs 1.6x slower). Read once when numpy
-# loads OpenBLAS, so it only takes effect when fastconv is imported before numpy (the fastconv command
-# does); see README, "Threads". `fastconv info` tells whether it took effect.
-BLAS_SLEEPS_AT_ONCE = "OPENBLAS_THREAD_TIMEOUT" in _os.environ or "numpy" not in _sys.modules
+# im2col unfold ran 2x slower, a jit conv right after a GEMM 1.6-2x slower). OpenBLAS reads the timeout
+# when its thread pool starts: if NumPy is loaded already, its pool is restarted to take it. A value the
+# user set is left alone. See README, "Threads"; `fastconv info` tells whether it took effect.
+_USER_TIMEOUT = "OPENBLAS_THREAD_TIMEOUT" in _os.environ
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+if _USER_TIMEOUT or "numpy" not in _sys.modules:
+    BLAS_SLEEPS_AT_ONCE = True
+else:
+    from ._blas_idle import restart_loaded_pools
+
+    BLAS_SLEEPS_AT_ONCE = restart_loaded_pools()
 
 from ._api import (  # noqa: E402 (after the environment is set)
     avg_pool2d_backward,

@@ -225,8 +225,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if fastconv.BLAS_SLEEPS_AT_ONCE:
         print(f"blas idle  sleeps at once (OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']})")
     else:
-        print("blas idle  spins ~0.1 s after each GEMM: NumPy was imported before fastconv; export "
-              "OPENBLAS_THREAD_TIMEOUT=4 (numba kernels right after a GEMM ran up to 1.6x slower)")
+        print("blas idle  spins ~0.1 s after each GEMM: this BLAS's thread pool could not be restarted; "
+              "export OPENBLAS_THREAD_TIMEOUT=4 (numba kernels right after a GEMM ran up to 2x slower)")
     try:
         from threadpoolctl import threadpool_info
 

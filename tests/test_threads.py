@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -101,3 +104,39 @@ def test_many_python_threads_at_once(rng):
         t.join()
     assert not errors, errors[0]
     assert numba.threading_layer() in ("omp", "tbb")
+
+
+BLAS_RESTART_PROBE = """
+import ctypes, os
+import numpy as np
+from threadpoolctl import threadpool_info
+pools = [p for p in threadpool_info()
+         if p["internal_api"] == "openblas" and p["threading_layer"] == "pthreads"]
+if not pools:
+    print("no pthreads OpenBLAS")
+    raise SystemExit(0)
+a = np.ones((400, 400))
+a @ a  # the pool is running
+before = set(os.listdir("/proc/self/task"))
+import fastconv
+after = set(os.listdir("/proc/self/task"))
+lib = ctypes.CDLL(pools[0]["filepath"])
+lib.openblas_thread_timeout.restype = ctypes.c_uint
+assert fastconv.BLAS_SLEEPS_AT_ONCE
+assert lib.openblas_thread_timeout() == 4, lib.openblas_thread_timeout()
+workers = before - {str(os.getpid())}
+assert workers and not workers & after, (before, after)  # the old, spinning workers are gone
+assert np.array_equal(a @ a, np.full((400, 400), 400.0))  # the new pool computes
+print("restarted", len(workers))
+"""
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_openblas_pool_restarted_when_numpy_came_first():
+    """With NumPy imported first, fastconv restarts OpenBLAS's thread pool so that its idle workers take
+    OPENBLAS_THREAD_TIMEOUT (else they spin ~0.1 s after each GEMM, slowing the numba kernels after it)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    res = subprocess.run([sys.executable, "-c", BLAS_RESTART_PROBE], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(("restarted", "no pthreads")), res.stdout
