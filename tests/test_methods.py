@@ -120,3 +120,22 @@ def test_jit_bias_gradient_of_a_large_dout(dtype, rng):
     got = conv2d_bias_grad(dout)
     assert got.dtype == dtype
     assert_close(got, expected, dtype, "db")
+
+
+@pytest.mark.parametrize("panel_bytes", [1, 3000, 1 << 19])
+def test_jit_pointwise_panels_in_column_blocks(panel_bytes, rng, monkeypatch):
+    """float64 pointwise convs (forward and dx) go through panels of packed input columns, one block of
+    columns per task: with a small budget an image splits into several blocks, the last one ragged."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    monkeypatch.setattr(jit_conv, "PANEL_BYTES", panel_bytes)
+    x = rng.standard_normal((2, 6, 7, 9))  # 63 columns: 4 panels of 16, the last one of 15
+    w = rng.standard_normal((12, 3, 1, 1))
+    b = rng.standard_normal(12)
+    dout = rng.standard_normal((2, 12, 7, 9))
+    kw = dict(groups=2)
+    out = fastconv.conv2d_forward(x, w, b, method="jit", **kw)
+    assert_close(out, fastconv.conv2d_forward(x, w, b, method="naive", **kw), np.float64, "out")
+    dx = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
+    assert_close(dx, fastconv.conv2d_backward(dout, x, w, method="naive", **kw)[0], np.float64, "dx")
