@@ -50,6 +50,10 @@ CONV_CASES = [
     # 5 channels x 24 columns tiles (float64), forward and dx: a partial chunk, groups, a stride
     ((2, 20, 6, 42), (10, 10, 3, 3), dict(groups=2, padding=1), True),
     ((2, 10, 5, 48), (10, 10, 3, 3), dict(stride=2, padding=1), False),
+    # one input channel per group, 8+ output channels: dx as a GEMM over taps, then a fold
+    ((4, 1, 12, 11), (8, 1, 3, 3), dict(padding=1), True),
+    ((4, 2, 13, 10), (16, 1, 3, 4), dict(groups=2, stride=(2, 1), padding=(1, 2), dilation=(1, 2)), False),
+    ((4, 1, 11, 15), (8, 1, 5, 3), dict(stride=(1, 2), padding=2), True),
 ]
 
 # (x shape, keywords, which of max/avg the case applies to)
