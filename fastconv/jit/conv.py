@@ -744,12 +744,12 @@ def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarra
     if fn is None or P < tiling.vw:
         return None
     fb = tiling.fb
-    # wpk[g, b, f, m] = w[g*Fg + f, 0, tap b*fb + m]: the taps are the tile's channels
-    wq = w.reshape(g.groups, g.Fg, Q)
-    nb = -(-Q // fb)
-    wpk = np.zeros((g.groups, nb, g.Fg, fb), w.dtype)
-    for b in range(nb):
-        wpk[:, b, :, : min(fb, Q - b * fb)] = wq[:, :, b * fb : b * fb + fb]
+    # the taps are the tile's output channels, the output channels its inputs: wpk[g, b, f, m] =
+    # w[g*Fg + f, 0, tap b*fb + m]
+    wq = w.reshape(g.groups, g.Fg, Q).transpose(0, 2, 1).reshape(g.groups * Q, g.Fg, 1, 1)
+    wpk = _packed_weights(wq, g.groups, fb)
+    nb = wpk.shape[1]
+    wpk = wpk.reshape(g.groups, nb, g.Fg, fb)
     offq = ((np.arange(g.groups)[:, None] * g.Fg + np.arange(g.Fg)[None, :]) * P).astype(np.int64)
     threads = int(numba.config.NUMBA_NUM_THREADS)  # numba.get_thread_id() < this
     buf = scratch("fold", threads * nb * fb * P, dout.dtype).reshape(threads, nb * fb * P)
