@@ -88,8 +88,9 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
                          ids=["pad1", "stride2_dil2"])
 def test_auto_backward_choices(kw, n, hw, dtype, rng):
     """Layers big enough for auto's backward to leave the jit kernels (>= 30 MFLOP) when strided: there
-    im2col, at stride 1 jit, in both dtypes (with a long reduction, Cg*KH*KW >= 1024, where dgemm once
-    won float64's dw). The shapes of the test table are too small for any of this."""
+    dw from im2col, and dx from jit in float32 (a split backward), from im2col in float64; at stride 1
+    jit, in both dtypes (with a long reduction, Cg*KH*KW >= 1024, where dgemm once won float64's dw).
+    The shapes of the test table are too small for any of this."""
     from fastconv import _api, _registry
 
     x = rng.standard_normal((n, 128, hw, hw)).astype(dtype)
@@ -97,7 +98,12 @@ def test_auto_backward_choices(kw, n, hw, dtype, rng):
     g = _api._conv_setup(x, w, kw.get("stride", 1), kw["padding"], kw.get("dilation", 1), 1)
     impl = _registry.resolve("conv2d", "auto", g, np.dtype(dtype), "backward")
     table = _registry.REGISTRY["conv2d"]
-    assert impl == table["im2col" if "stride" in kw else "jit"]
+    if "stride" not in kw:
+        assert impl == table["jit"]
+    elif dtype == np.float32:
+        assert impl == _registry.SplitBackward(table["jit"], table["im2col"])
+    else:
+        assert impl == table["im2col"]
     out = fastconv.conv2d_forward(x, w, method="naive", **kw)
     dout = rng.standard_normal(out.shape).astype(dtype)
     expected = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)
