@@ -133,6 +133,22 @@ class _Unfolded:
         return C * KW * sh * _Unfolded.rows(Ho, KH, sh, dh) * Wo * itemsize
 
 
+@kernel
+def _concat_rows(src, dst):
+    """dst[g, k, n*P : (n + 1)*P] = src[n, g, k]: each (group, channel)'s rows of all the images end to
+    end, so that a pointwise dw is one GEMM with a long reduction (NumPy's tensordot made these copies
+    on one thread: pw dw 1.1-1.2x). One task per (g, k) owns dst[g, k]."""
+    N, G, K, P = src.shape
+    for task in prange(G * K):
+        g = task // K
+        k = task % K
+        d = dst[g, k]
+        for n in range(N):
+            s = src[n, g, k]
+            for j in range(P):
+                d[n * P + j] = s[j]
+
+
 def _row_kernels(wk: np.ndarray, groups: int) -> np.ndarray:
     """(F, Cg, KH, KW) -> (KH, groups, Fg, Cg*KW): for each kernel row a, the GEMM's left operand."""
     F, Cg, KH, KW = wk.shape
@@ -278,12 +294,13 @@ def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.n
 
 @_quiet
 def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
-    if g.pointwise:  # dw[g] = sum_n dout[n, g] @ x[n, g]^T
-        P = g.H * g.W
-        x5, d5 = x.reshape(g.N, g.groups, g.Cg, P), dout.reshape(g.N, g.groups, g.Fg, P)
-        dwp = np.stack([np.tensordot(d5[:, i], x5[:, i], axes=([0, 2], [0, 2]))
-                        for i in range(g.groups)])
-        return dwp.reshape(g.F, g.Cg, 1, 1).astype(x.dtype, copy=False)
+    if g.pointwise:  # dw[g] = sum_n dout[n, g] @ x[n, g]^T, one GEMM over all the images' pixels
+        N, P = g.N, g.H * g.W
+        dcat = scratch("dout_rows", dout.size, dout.dtype).reshape(g.groups, g.Fg, N * P)
+        xcat = scratch("x_rows", x.size, x.dtype).reshape(g.groups, g.Cg, N * P)
+        launch(_concat_rows, dout.reshape(N, g.groups, g.Fg, P), dcat)
+        launch(_concat_rows, x.reshape(N, g.groups, g.Cg, P), xcat)
+        return np.matmul(dcat, xcat.transpose(0, 2, 1)).reshape(g.F, g.Cg, 1, 1)
     return _conv_dw(dout, x, g, *_backward_budget(g, x.itemsize))
 
 
