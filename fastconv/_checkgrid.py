@@ -9,17 +9,24 @@ import numpy as np
 
 from ._params import conv_geometry, pool_geometry
 
+# Channels per group that reach the jit method's other kernels: 5+ output channels (the wide forward
+# and dx tiles; 8+ with one input channel: dx as a GEMM and a fold), 8 or 16+ input channels (dw on
+# vectors of input channels).
+WIDE = (5, 8, 9, 16, 17, 20)
+
 
 def conv_case(rng: np.random.Generator) -> tuple[tuple, tuple, dict[str, Any], bool]:
     while True:
         groups = int(rng.choice([1, 1, 2, 3]))
         cg, fg = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+        if rng.random() < 0.3:  # enough channels for the jit method's wide tiles and dw channel vectors
+            cg, fg = int(rng.choice(WIDE)), int(rng.choice(WIDE))
         if rng.random() < 0.15:  # depthwise
             cg, groups = 1, int(rng.integers(2, 5))
         C, F = cg * groups, fg * groups
         KH, KW = int(rng.integers(1, 5)), int(rng.integers(1, 5))
         H, W = int(rng.integers(1, 11)), int(rng.integers(1, 11))
-        N = int(rng.integers(1, 4))
+        N = int(rng.integers(1, 5))
         stride = (int(rng.integers(1, 4)), int(rng.integers(1, 4)))
         dilation = (int(rng.integers(1, 3)), int(rng.integers(1, 3)))
         form = rng.integers(0, 5)
@@ -32,6 +39,14 @@ def conv_case(rng: np.random.Generator) -> tuple[tuple, tuple, dict[str, Any], b
             padding = tuple(tuple(int(v) for v in rng.integers(0, 3, 2)) for _ in range(2))
         else:
             padding = "same" if form == 3 else "valid"
+        kind = rng.random()
+        if kind < 0.1:  # pointwise: a GEMM per image (the jit method's panels)
+            KH = KW = 1
+            stride, padding = (1, 1), 0
+        elif kind < 0.2:  # a first layer: one input channel, 8+ outputs (the jit dx as GEMM and fold)
+            cg, fg, N = 1, int(rng.choice(WIDE[1:])), 4
+            C, F = groups, fg * groups
+            KH, KW, H, W = int(rng.integers(2, 5)), int(rng.integers(3, 5)), int(rng.integers(6, 11)), 10
         kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
         try:
             conv_geometry((N, C, H, W), (F, cg, KH, KW), stride, padding, dilation, groups)
