@@ -68,26 +68,6 @@ def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
     return conv2d_backward
 
 
-@dataclass(frozen=True)
-class SplitBackward:
-    """A conv2d backward pass taking dx from one method and dw from another (what method="auto" picks
-    where each gradient has a different fastest method), db from dx's method. Both modules provide
-    ``conv2d_backward_dx`` and ``conv2d_backward_dw``; db is their ``conv2d_bias_grad`` if they have one."""
-
-    dx: Method
-    dw: Method
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        return self.dx.requires + self.dw.requires
-
-    @property
-    def backward(self) -> Callable[..., Any]:
-        module = importlib.import_module(self.dx.module)
-        return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"),
-                             getattr(module, "conv2d_bias_grad", _bias_grad))
-
-
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
     return Method(module, f"{op}_forward", f"{op}_backward", requires)
 
@@ -138,13 +118,10 @@ def available_methods(op: str) -> tuple[str, ...]:
 
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
             direction: str = "forward") -> Any:
-    """The Method to call for ``method`` ("auto" or a concrete name; for auto's backward pass possibly
-    a SplitBackward), raising clear errors."""
+    """The Method to call for ``method`` ("auto" or a concrete name), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
         method = choose(op, geometry, dtype, available_methods(op), direction)
-        if isinstance(method, tuple):  # (dx's method, dw's), both available
-            return SplitBackward(table[method[0]], table[method[1]])
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"

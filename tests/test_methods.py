@@ -82,34 +82,22 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
     assert_close(bwd(dout, x, method=method, **kw), bwd(dout, x, method="naive", **kw), dtype, "dx")
 
 
+@pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw,n,hw", [(dict(padding=1), 4, 12),
-                                     (dict(stride=2, padding=(1, 0), dilation=2), 8, 24)],
-                         ids=["pad1", "stride2_dil2"])
-def test_auto_backward_choices(kw, n, hw, dtype, rng):
-    """Layers big enough for auto's backward to leave the jit kernels (>= 30 MFLOP) when strided: there
-    dw from im2col, and dx from jit in float32 (a split backward), from im2col in float64; at stride 1
-    jit, in both dtypes (with a long reduction, Cg*KH*KW >= 1024, where dgemm once won float64's dw).
-    The shapes of the test table are too small for any of this."""
-    from fastconv import _api, _registry
+def test_auto_choices(direction, dtype):
+    """auto takes im2col for pointwise convs (plain GEMMs) and the jit kernels for every other conv,
+    large or strided, in both directions and dtypes (suite layers' shapes: no arrays are made)."""
+    from fastconv import _registry
+    from fastconv._params import conv_geometry
 
-    x = rng.standard_normal((n, 128, hw, hw)).astype(dtype)
-    w = rng.standard_normal((32, 128, 3, 3)).astype(dtype)
-    g = _api._conv_setup(x, w, kw.get("stride", 1), kw["padding"], kw.get("dilation", 1), 1)
-    impl = _registry.resolve("conv2d", "auto", g, np.dtype(dtype), "backward")
     table = _registry.REGISTRY["conv2d"]
-    if "stride" not in kw:
-        assert impl == table["jit"]
-    elif dtype == np.float32:
-        assert impl == _registry.SplitBackward(table["jit"], table["im2col"])
-    else:
-        assert impl == table["im2col"]
-    out = fastconv.conv2d_forward(x, w, method="naive", **kw)
-    dout = rng.standard_normal(out.shape).astype(dtype)
-    expected = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)
-    got = fastconv.conv2d_backward(dout, x, w, method="auto", **kw)
-    for name, a, e in zip(("dx", "dw", "db"), got, expected):
-        assert_close(a, e, dtype, f"auto {name}")
+    cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, "im2col"),  # pw
+             ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, "jit"),  # down
+             ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, "jit"),  # res
+             ((2, 3, 8, 8), (4, 3, 1, 1), 2, 0, "jit")]  # a 1x1 kernel with a stride is not pointwise
+    for xs, ws, stride, padding, want in cases:
+        g = conv_geometry(xs, ws, stride, padding, 1, 1)
+        assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), direction) == table[want], xs
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
