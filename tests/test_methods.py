@@ -133,3 +133,22 @@ def test_jit_pointwise_panels_in_column_blocks(panel_bytes, rng, monkeypatch):
     assert_close(out, fastconv.conv2d_forward(x, w, b, method="naive", **kw), np.float64, "out")
     dx = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
     assert_close(dx, fastconv.conv2d_backward(dout, x, w, method="naive", **kw)[0], np.float64, "dx")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fold_bytes", [1, 1 << 21])
+def test_jit_first_layer_dx_with_and_without_the_fold(fold_bytes, dtype, rng, monkeypatch):
+    """dx of a conv with one input channel per group goes through the GEMM-and-fold kernel when its
+    per-thread buffer fits FOLD_BYTES, else through the phases: both agree with naive."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    monkeypatch.setattr(jit_conv, "FOLD_BYTES", fold_bytes)
+    x = rng.standard_normal((4, 1, 13, 12)).astype(dtype)
+    w = rng.standard_normal((9, 1, 3, 3)).astype(dtype)
+    kw = dict(padding=1, stride=(1, 2))
+    dout = rng.standard_normal(fastconv.conv2d_forward(x, w, method="naive", **kw).shape).astype(dtype)
+    g = fastconv._api._conv_setup(x, w, kw["stride"], kw["padding"], 1, 1)
+    assert (jit_conv._conv_dx_fold(dout, w, g) is None) == (fold_bytes == 1)
+    dx = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
+    assert_close(dx, fastconv.conv2d_backward(dout, x, w, method="naive", **kw)[0], dtype, "dx")

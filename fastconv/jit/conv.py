@@ -728,20 +728,23 @@ def _fold_f64_5x24(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, 
     _fold_tiles(5, 24, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl)
 
 
+# the largest per-thread t of _fold_tiles (lenet's: 115 KB in float64): a core's L2, where the fold
+# finds it; larger images take the phases, and the scratch stays small on many-core machines
+FOLD_BYTES = 2 << 20
 _FOLD = {(np.dtype(np.float32), 16): _fold_f32, (np.dtype(np.float64), 8): _fold_f64,
          (np.dtype(np.float64), 5): _fold_f64_5x24}
 
 
 def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray | None:
     """_fold_tiles' dx, for one input channel per group, at least 8 output channels per group to sum
-    over, 5 taps, 4 (image, group) tasks, and images of at least a tile's width; else None. lenet:
-    2x in float64, 1.3x in float32."""
+    over, 5 taps, 4 (image, group) tasks, images of at least a tile's width and a per-thread buffer t
+    within FOLD_BYTES; else None. lenet: 2x in float64, 1.3x in float32."""
     Q, P = g.KH * g.KW, g.Ho * g.Wo
     if g.Cg != 1 or g.Fg < 8 or Q < 5 or g.N * g.groups < 4:  # not the thread count: same sums
         return None
     tiling = _tiling(Q, dout.dtype, P)
     fn = _FOLD.get((dout.dtype, tiling.fb))
-    if fn is None or P < tiling.vw:
+    if fn is None or P < tiling.vw or -(-Q // tiling.fb) * tiling.fb * P * dout.itemsize > FOLD_BYTES:
         return None
     fb = tiling.fb
     # the taps are the tile's output channels, the output channels its inputs: wpk[g, b, f, m] =
