@@ -7,14 +7,14 @@ import sys as _sys
 # im2col unfold ran 2x slower, a jit conv right after a GEMM 1.6-2x slower). OpenBLAS reads the timeout
 # when its thread pool starts: if NumPy is loaded already, its pool is restarted to take it. A value the
 # user set is left alone. See README, "Threads"; `fastconv info` tells whether it took effect.
+from . import _blas_idle  # noqa: E402 (standard library only)
+
 _USER_TIMEOUT = "OPENBLAS_THREAD_TIMEOUT" in _os.environ
-_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", _blas_idle.TIMEOUT)
 if _USER_TIMEOUT or "numpy" not in _sys.modules:
     BLAS_SLEEPS_AT_ONCE = True
 else:
-    from ._blas_idle import restart_loaded_pools
-
-    BLAS_SLEEPS_AT_ONCE = restart_loaded_pools()
+    BLAS_SLEEPS_AT_ONCE = _blas_idle.restart_loaded_pools()
 
 from ._api import (  # noqa: E402 (after the environment is set)
     avg_pool2d_backward,

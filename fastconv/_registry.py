@@ -50,12 +50,13 @@ class Method:
         return self._load(self.backward_name)
 
 
-def _bias_grad(dout: np.ndarray) -> np.ndarray:
+def sum_bias_grad(dout: np.ndarray) -> np.ndarray:
+    """db: dout summed over (N, Ho, Wo) by NumPy, in dout's dtype."""
     return dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
 
 
 def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
-                  db_fn: Callable[..., Any] = _bias_grad) -> Callable[..., Any]:
+                  db_fn: Callable[..., Any] = sum_bias_grad) -> Callable[..., Any]:
     """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its gradients' functions,
     dx_fn(dout, w, g), dw_fn(dout, x, g) and db_fn(dout) (NumPy's sum unless a method has its own):
     what every method module's ``conv2d_backward`` is."""

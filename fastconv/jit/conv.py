@@ -33,7 +33,7 @@ from numba import prange
 
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
-from .._registry import conv_backward
+from .._registry import conv_backward, sum_bias_grad
 from .._threads import get_num_threads
 from .._workspace import fresh, scratch
 from ._numba import inline, kernel, launch, stack_empty
@@ -417,6 +417,13 @@ def _run_tiles(tiling: Tiling, xpk, wt, groups, bias, out, sh, dh, colph, coloff
 
 
 # ---------------------------------------------------------------------------------- pointwise panels
+def _thread_rows(name: str, size: int, dtype: np.dtype) -> np.ndarray:
+    """A scratch array of one row of size elements per numba thread, which a kernel indexes with
+    numba.get_thread_id() (always below NUMBA_NUM_THREADS)."""
+    threads = int(numba.config.NUMBA_NUM_THREADS)
+    return scratch(name, threads * size, dtype).reshape(threads, size)
+
+
 PANEL_BYTES = 1 << 19  # one task's packed input columns: with the weights, within a core's L2
 
 
@@ -495,8 +502,7 @@ def _pointwise_panels(x: np.ndarray, wt: np.ndarray, groups: int, bias: np.ndarr
     wpk = _packed_weights(wt, groups, fb)
     wpk = wpk.reshape(groups, -1, K, fb)
     pb = min(-(-P // vw), max(1, PANEL_BYTES // (K * vw * x.itemsize))) * vw
-    threads = int(numba.config.NUMBA_NUM_THREADS)  # numba.get_thread_id() < this
-    buf = scratch("panels", threads * K * pb, x.dtype).reshape(threads, K * pb)
+    buf = _thread_rows("panels", K * pb, x.dtype)
     out = fresh((N, M, P), x.dtype)
     launch(fn, x.reshape(N, groups, K, P), wpk, _panel_offsets(K, vw), bias, out, buf, pb)
     return out
@@ -754,8 +760,7 @@ def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarra
     nb = wpk.shape[1]
     wpk = wpk.reshape(g.groups, nb, g.Fg, fb)
     offq = ((np.arange(g.groups)[:, None] * g.Fg + np.arange(g.Fg)[None, :]) * P).astype(np.int64)
-    threads = int(numba.config.NUMBA_NUM_THREADS)  # numba.get_thread_id() < this
-    buf = scratch("fold", threads * nb * fb * P, dout.dtype).reshape(threads, nb * fb * P)
+    buf = _thread_rows("fold", nb * fb * P, dout.dtype)
     dx = fresh((g.N, g.C, g.H, g.W), dout.dtype)
     launch(fn, dout.reshape(g.N, g.F, P), wpk, offq, dx, buf, Q, g.Ho, g.Wo, g.KW, g.sh, g.sw, g.dh,
            g.dw, g.pt, g.pl)
@@ -1367,7 +1372,7 @@ def conv2d_bias_grad(dout: np.ndarray) -> np.ndarray:
     """db on the cores numba uses: NumPy's sum over (0, 2, 3) runs on one, 0.5-1.0 ms on the suite's
     larger layers against 0.25-0.55 ms here. Below 64K elements NumPy's (the launch costs more)."""
     if dout.size < 1 << 16:
-        return dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
+        return sum_bias_grad(dout)
     db = np.empty(dout.shape[1], dout.dtype)
     launch(_channel_sums, np.ascontiguousarray(dout), db)
     return db
