@@ -147,3 +147,19 @@ def test_jit_first_layer_dx_with_and_without_the_fold(fold_bytes, dtype, rng, mo
     dout = np.zeros((g.N, g.F, g.Ho, g.Wo), dtype)
     assert (jit_conv._conv_dx_fold(dout, np.ones(ws, dtype), g) is None) == (fold_bytes == 1)
     _assert_conv_matches_naive("jit", xs, ws, kw, False, dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [30, 32])
+def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
+    """The jit dw for many input channels per group reads its tile's dout rows in place, or, where those
+    rows would start in too few L1 sets (a 32x32 plane: 4 KiB in float32, 8 KiB in float64), from a copy
+    in padded rows. Both agree with naive, with groups and a last tile of clamped output channels."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    xs, ws, kw = (1, 32, size, size), (20, 16, 3, 3), dict(padding=1, groups=2)
+    fw = jit_conv._dwc_tiling(16, np.dtype(dtype))[2]
+    plane = size * size
+    assert (jit_conv._row_stride(plane, np.dtype(dtype).itemsize, fw) > plane) == (size == 32)
+    _assert_conv_matches_naive("jit", xs, ws, kw, False, dtype, rng)

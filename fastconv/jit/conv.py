@@ -1074,49 +1074,57 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
 
 
 @inline
-def _dwc_tiles(kv, fw, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dT[n, g, mb, i, j, m]
-    * xT[n, g, kb, i*sh + a*dh, colph[e], j + coloff[e], t]
+def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
+    """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dout[n, g*Fg + f, i*Wo + j]
+    * xT[n, g, kb, i*sh + a*dh, colph[e], j + coloff[e], t], f = min(mb*fw + m, Fg - 1)
 
-    Input and dout are in channel blocks, channels innermost (kv input channels, fw output channels):
-    kv input channels are one vector and fw output channels fw broadcasts from one cache line, the same
-    register tile as _fwd_tiles (for input channels >= kv), and a tile reads both as contiguous streams.
+    The input is in channel blocks, channels innermost: kv input channels are one vector. The fw output
+    channels are fw broadcasts read from dout's rows in place, fw streams (dout is passed as (N, F, S),
+    S >= Ho*Wo: rows padded where they would evict one another, see _rows_collide): the same register
+    tile as _fwd_tiles (for input channels >= kv). Output channels past a group's last are clamped to
+    it: computed again, never used (the caller drops dwt's rows past Fg).
+
     Each task owns mper consecutive output-channel blocks (all input-channel blocks, all taps) and goes
     through the batch in chunks of nchunk images small enough to stay in cache: for each chunk, every
     tap and every (mb, kb) tile of the task in turn, the tile in registers and added to dwt after the
     chunk. So every chunk of the input and of dout comes from memory once per task, not once per tile
     (a 1x1 conv, with no taps to share a chunk, ran at a quarter of the speed with tiles as tasks)."""
-    N, _, _, Ho, Wo, _ = dT.shape
+    N, F, S = dout.shape
     G, nmb, nkb, KH, KW, _, _ = dwt.shape
     _, _, _, R, P, J, _ = xT.shape
+    Fg = F // G
     ntask = (nmb + mper - 1) // mper
     for task in prange(G * ntask):
         g = task // ntask
         mb0 = (task % ntask) * mper
         acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
+        rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
         for mb in range(mb0, min(nmb, mb0 + mper)):
             dwt[g, mb] = 0
         for n0 in range(0, N, nchunk):
             for a in range(KH):
                 for e in range(KW):
                     for mb in range(mb0, min(nmb, mb0 + mper)):
+                        for m in range(fw):  # where each output channel's row starts in an image
+                            rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
                         for kb in range(nkb):
                             for m in range(fw):
                                 for t in range(kv):
                                     acc[m, t] = 0
                             for n in range(n0, min(N, n0 + nchunk)):
                                 xn = xT[n, g, kb].reshape(-1)
-                                dn = dT[n, g, mb].reshape(-1)
+                                dn = dout[n].reshape(-1)
                                 for i in range(Ho):
                                     xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * kv
-                                    dbase = i * Wo * fw
+                                    dbase = np.uint64(i * Wo)
                                     for j in range(Wo):
                                         # unsigned indices: no wraparound code, the tile stays in
                                         # registers
+                                        dj = dbase + np.uint64(j)
                                         for t in range(kv):
                                             xv = xn[np.uint64(xbase + j * kv + t)]
                                             for m in range(fw):
-                                                acc[m, t] += dn[np.uint64(dbase + j * fw + m)] * xv
+                                                acc[m, t] += dn[rows[m] + dj] * xv
                             tile = dwt[g, mb, kb, a, e]
                             for m in range(fw):
                                 for t in range(kv):
@@ -1124,18 +1132,18 @@ def _dwc_tiles(kv, fw, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
 
 
 @kernel
-def _dwc_f32(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    _dwc_tiles(16, 16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+def _dwc_f32(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
+    _dwc_tiles(16, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
 
 
 @kernel
-def _dwc_f64(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    _dwc_tiles(8, 16, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+def _dwc_f64(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
+    _dwc_tiles(8, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
 
 
 @kernel
-def _dwc_f64_wide(dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper):
-    _dwc_tiles(16, 8, dT, xT, dwt, sh, dh, colph, coloff, nchunk, mper)
+def _dwc_f64_wide(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
+    _dwc_tiles(16, 8, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
 
 
 # (kernel, input channels per tile (the vector), output channels per tile), widest first: a conv takes the
@@ -1271,6 +1279,41 @@ def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarra
     return dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
 
 
+L1_SETS, LINE = 64, 64  # an L1 data cache's sets and line bytes (x86 cores of the last decade)
+ROWS_PER_SET = 4  # at most this many of a tile's dout rows may start in one set (of 8 or 12 ways)
+
+
+def _row_stride(plane: int, itemsize: int, rows: int) -> int:
+    """The least row length >= plane elements at which rows rows laid end to end start in enough L1
+    sets (at most ROWS_PER_SET in one) not to evict one another when read side by side. With 4 KiB
+    rows (vgg's 32x32 plane in float32) all 16 rows of the float32 dw tile fall into one set."""
+    stride = plane
+    while np.bincount((np.arange(rows) * stride * itemsize // LINE) % L1_SETS).max() > ROWS_PER_SET:
+        stride += LINE // itemsize
+    return stride
+
+
+@kernel
+def _copy_rows(src, dst):
+    """dst[n, f, :P] = src[n, f] for src (N, F, P): one task per (n, f)."""
+    N, F, P = src.shape
+    for task in prange(N * F):
+        n, f = task // F, task % F
+        dst[n, f, :P] = src[n, f]
+
+
+def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
+    """dout as (N, F, S) rows for _dwc_tiles: itself, or a copy in rows padded to _row_stride."""
+    N, F = dout.shape[:2]
+    plane = int(np.prod(dout.shape[2:]))
+    stride = _row_stride(plane, dout.dtype.itemsize, rows)
+    if stride == plane:
+        return np.ascontiguousarray(dout).reshape(N, F, plane)
+    dst = scratch("dout", N * F * stride, dout.dtype).reshape(N, F, stride)
+    launch(_copy_rows, np.ascontiguousarray(dout).reshape(N, F, plane), dst)
+    return dst
+
+
 def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     dtype = x.dtype
     fn, kv, mb = _dwc_tiling(g.Cg, dtype)
@@ -1283,7 +1326,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
     launch(_pack_blocks, x, xT, g.pt, g.pl, g.sw)
     nmb = -(-g.Fg // mb)
-    dT = _channel_blocks(dout, g.groups, mb, "dout")  # (N, groups, nmb, Ho, Wo, mb)
+    dc = _dout_rows(dout, mb)
     dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, mb, kv), dtype)
     # Output-channel blocks per task: one task per thread (each task reads every input chunk, so fewer
     # tasks read less; numba splits the tasks statically, so more of them would not balance the threads
@@ -1294,7 +1337,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     mper = -(-nmb // ntask)
     per_image = (g.Ho * g.Wo * nmb * mb + R * P * J * nkb * kv) * dtype.itemsize
     nchunk = max(1, (1 << 20) // per_image)
-    launch(fn, dT, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper)
+    launch(fn, dc, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper, g.Ho, g.Wo)
     # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
     dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * mb, nkb * kv, g.KH, g.KW)
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, g.KH, g.KW))
