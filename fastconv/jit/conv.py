@@ -104,12 +104,13 @@ def _packed_weights(wt: np.ndarray, groups: int, fb: int) -> np.ndarray:
     M, K, KH, KW = wt.shape
     Mg = M // groups
     nb = -(-Mg // fb)
-    wpk = np.zeros((groups, nb, K, KH, KW, fb), wt.dtype)
-    w5 = wt.reshape(groups, Mg, K, KH, KW)
-    for b in range(nb):
-        m0, m1 = b * fb, min(Mg, b * fb + fb)
-        wpk[:, b, :, :, :, : m1 - m0] = w5[:, m0:m1].transpose(0, 2, 3, 4, 1)
-    return wpk
+    T = K * KH * KW
+    w3 = wt.reshape(groups, Mg, T)
+    if nb * fb != Mg:
+        w3 = np.concatenate([w3, np.zeros((groups, nb * fb - Mg, T), wt.dtype)], axis=1)
+    wpk = np.empty((groups, nb, T, fb), wt.dtype)
+    np.copyto(wpk, w3.reshape(groups, nb, fb, T).transpose(0, 1, 3, 2))  # one copy, not one per block
+    return wpk.reshape(groups, nb, K, KH, KW, fb)
 
 
 @functools.lru_cache(maxsize=64)
