@@ -166,16 +166,16 @@ def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1), dict(dilation=2, padding=2, groups=2),
-                                dict(stride=(2, 1), padding=(1, 0))], ids=["pad", "stride", "dilation-groups",
-                                                                           "row-stride"])
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1),
+                                dict(dilation=2, padding=2, groups=2), dict(stride=(2, 1), padding=(1, 0))],
+                         ids=["pad", "stride", "dilation-groups", "row-stride"])
 def test_im2col_stacked_kernel_rows(kw, dtype, rng, monkeypatch):
     """The im2col forward (and the stride-1 dx, which runs it on dout) with each row phase's kernel rows
     stacked into one GEMM over several images: here 2 images per GEMM and 3 per chunk, so a chunk ends
     in a GEMM of one image and the last chunk is short; row phases, dilation and groups change which
     unfolded rows each kernel row reads."""
-    from fastconv.im2col import conv as im2col
     from fastconv._params import conv_geometry
+    from fastconv.im2col import conv as im2col
 
     xs, ws = (7, 4, 40, 9), (6, 4 // kw.get("groups", 1), 3, 3)
     g = conv_geometry(xs, ws, stride=kw.get("stride", 1), padding=kw["padding"],
