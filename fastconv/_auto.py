@@ -3,10 +3,14 @@
 A heuristic calibrated on ``fastconv bench`` and on the two gradients timed apart, interleaved, on this
 project's 2-core AVX-512 machines (float32 and float64):
 
-- forward: the jit kernels, except for pointwise convs (plain GEMMs win there) and, in float64, strided
-  convs whose im2col forward stacks its kernel rows into large GEMMs (the down layer: 61-63 against
-  75-79 ms median in three interleaved runs on a loaded machine; the res layer, at stride 1, went
-  either way depending on the load, so it keeps the jit kernels; below 30 MFLOP, the jit kernels);
+- forward: the jit kernels, except for pointwise convs (plain GEMMs win there) and, in float64, convs
+  of at least 30 MFLOP and 128 output channels per group whose im2col forward stacks its kernel rows
+  into large GEMMs. Timed on a loaded machine, im2col's forward took 61-64 against 75-79 ms median on
+  the down layer, and 89-95 against 113-122 on res. On the quiet machine of an hour before, res was
+  estimated at 66 against jit's 61 (the im2col forward before the stacked GEMMs, scaled by the 1.2x
+  they measured): at most 8% slower there, so im2col is the choice that stays within 10% of the better
+  method under either load. vgg (64 channels) keeps the jit kernels: equal under load, about 1.3x
+  faster on the quiet machine;
 - backward of a pointwise conv: im2col (plain GEMMs);
 - any other backward: the jit kernels. With one task per thread and tiled channel-block copies, the jit
   dw beat im2col's GEMMs on the res, vgg and down layers in both dtypes (down: 27-30 against 32-33 ms in
@@ -26,12 +30,13 @@ import numpy as np
 from ._params import ConvGeometry
 
 SMALL_FLOPS = 30e6  # below this (seed001: 18 MFLOP), the jit kernels: launches and calls dominate
+STACKED_CHANNELS = 128  # output channels per group from which the float64 forward takes im2col
 
 
 def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str:
     if g.pointwise:
         return "im2col"
-    if (direction == "forward" and np.dtype(dtype) == np.float64 and (g.sh > 1 or g.sw > 1)
+    if (direction == "forward" and np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS
             and g.flops >= SMALL_FLOPS):
         from .im2col.conv import _stacked_images
 

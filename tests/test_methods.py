@@ -90,9 +90,9 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices(direction, dtype):
-    """auto takes im2col for pointwise convs (plain GEMMs) and for the float64 forward of a strided conv
-    whose im2col forward stacks its kernel rows (down), and the jit kernels for everything else (suite
-    layers' shapes: no arrays are made)."""
+    """auto takes im2col for pointwise convs (plain GEMMs) and for the float64 forward of a large conv
+    with 128 output channels whose im2col forward stacks its kernel rows (down, res), and the jit
+    kernels for everything else (suite layers' shapes: no arrays are made)."""
     from fastconv import _registry
     from fastconv._params import conv_geometry
 
@@ -100,8 +100,10 @@ def test_auto_choices(direction, dtype):
     stacked = "im2col" if dtype == np.float64 and direction == "forward" else "jit"
     cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, "im2col"),  # pw
              ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, stacked),  # down
-             ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, "jit"),  # res
-             ((10, 32, 14, 14), (16, 32, 3, 3), 2, 1, "jit"),  # strided, 1 row of 8 wasted: not stacked
+             ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, stacked),  # res
+             ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, "jit"),  # vgg: 64 output channels
+             ((32, 128, 14, 14), (128, 128, 3, 3), 2, 1, "jit"),  # 1 row of 8 wasted: not stacked
+             ((10, 32, 14, 14), (16, 32, 3, 3), 1, 1, "jit"),  # seed001: small
              ((2, 3, 8, 8), (4, 3, 1, 1), 2, 0, "jit")]  # a 1x1 kernel with a stride is not pointwise
     for xs, ws, stride, padding, want in cases:
         g = conv_geometry(xs, ws, stride, padding, 1, 1)
