@@ -36,10 +36,16 @@ def _calls(rng, dtype):
     x1 = rng.standard_normal((40, 1, 40, 40)).astype(dtype)
     w1 = rng.standard_normal((6, 1, 5, 5)).astype(dtype)
     d1 = rng.standard_normal((40, 6, 36, 36)).astype(dtype)
+    # 16 input channels (the jit dw's channel tiles) and rows long enough for im2col's stacked GEMMs
+    x2 = rng.standard_normal((4, 16, 20, 20)).astype(dtype)
+    w2 = rng.standard_normal((20, 16, 3, 3)).astype(dtype)
+    d2 = rng.standard_normal((4, 20, 20, 20)).astype(dtype)
     return {
         "conv2d": lambda m: (fastconv.conv2d_forward(x, w, b, method=m, **conv),
                              *fastconv.conv2d_backward(dconv, x, w, method=m, **conv),
-                             *fastconv.conv2d_backward(d1, x1, w1, method=m)),
+                             *fastconv.conv2d_backward(d1, x1, w1, method=m),
+                             fastconv.conv2d_forward(x2, w2, method=m, padding=1),
+                             *fastconv.conv2d_backward(d2, x2, w2, method=m, padding=1)),
         "max_pool2d": lambda m: (fastconv.max_pool2d_forward(x, method=m, **pool),
                                  fastconv.max_pool2d_backward(dpool, x, method=m, **pool)),
         "avg_pool2d": lambda m: (fastconv.avg_pool2d_forward(x, method=m, **pool),
