@@ -12,6 +12,11 @@ project's 2-core AVX-512 machines (float32 and float64):
   method under either load. vgg (64 channels) keeps the jit kernels: equal under load, about 1.3x
   faster on the quiet machine;
 - backward of a pointwise conv: im2col (plain GEMMs);
+- backward of the float64 convs whose forward takes im2col above: dx from im2col (at stride 1 its
+  stacked GEMMs: 93-95 against the jit dx's 120-123 ms on res under load; on down, im2col's fold,
+  80-87 against 89-94), dw from the jit kernels (105 against 111-117 on res; 64-69 against 69-76 on
+  down). With the jit dx on a quiet machine about level with the previous im2col dx, which the
+  stacked GEMMs made 1.13-1.17x faster, im2col's dx is not expected to be slower there;
 - any other backward: the jit kernels. With one task per thread and tiled channel-block copies, the jit
   dw beat im2col's GEMMs on the res, vgg and down layers in both dtypes (down: 27-30 against 32-33 ms in
   float32, 42-51 against 48-55 in float64), and the jit dx, running every phase of a strided dx in one
@@ -33,23 +38,26 @@ SMALL_FLOPS = 30e6  # below this (seed001: 18 MFLOP), the jit kernels: launches 
 STACKED_CHANNELS = 128  # output channels per group from which the float64 forward takes im2col
 
 
-def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str:
+def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
+    """A method name, or for the backward pass possibly (dx's method, dw's method)."""
     if g.pointwise:
         return "im2col"
-    if (direction == "forward" and np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS
-            and g.flops >= SMALL_FLOPS):
+    if np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS and g.flops >= SMALL_FLOPS:
         from .im2col.conv import _stacked_images
 
         if _stacked_images(g.N, g.F, g.KH, g.Ho, g.Wo, g.sh, g.dh, 8):
-            return "im2col"
+            return "im2col" if direction == "forward" else ("im2col", "jit")
     return "jit"
 
 
 def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...],
-           direction: str = "forward") -> str:
-    """The method for one call."""
+           direction: str = "forward") -> str | tuple[str, str]:
+    """The method for one call; for a conv2d backward pass possibly a pair (dx's method, dw's)."""
     pick = _conv_choice(geometry, dtype, direction) if op == "conv2d" else "jit"
-    return pick if pick in available else _fallback(available)
+    if isinstance(pick, str):
+        return pick if pick in available else _fallback(available)
+    dx, dw = (p if p in available else _fallback(available) for p in pick)
+    return dx if dx == dw else (dx, dw)
 
 
 def _fallback(available: tuple[str, ...]) -> str:

@@ -69,6 +69,29 @@ def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
     return conv2d_backward
 
 
+@dataclass(frozen=True)
+class SplitBackward:
+    """A conv2d backward pass taking dx from one method and dw from another: what method="auto" picks
+    where each gradient has a different fastest method. db comes from whichever of the two modules has
+    its own ``conv2d_bias_grad`` (dx's first), else NumPy's sum."""
+
+    dx: Method
+    dw: Method
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        return self.dx.requires + self.dw.requires
+
+    @property
+    def backward(self) -> Callable[..., Any]:
+        dx_module = importlib.import_module(self.dx.module)
+        dw_module = importlib.import_module(self.dw.module)
+        db_fn = getattr(dx_module, "conv2d_bias_grad", None) or getattr(dw_module, "conv2d_bias_grad",
+                                                                        sum_bias_grad)
+        return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"),
+                             db_fn)
+
+
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
     return Method(module, f"{op}_forward", f"{op}_backward", requires)
 
@@ -119,10 +142,13 @@ def available_methods(op: str) -> tuple[str, ...]:
 
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
             direction: str = "forward") -> Any:
-    """The Method to call for ``method`` ("auto" or a concrete name), raising clear errors."""
+    """The Method to call for ``method`` ("auto" or a concrete name; for auto's backward pass possibly
+    a SplitBackward), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
         method = choose(op, geometry, dtype, available_methods(op), direction)
+        if isinstance(method, tuple):  # (dx's method, dw's), both available
+            return SplitBackward(table[method[0]], table[method[1]])
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"

@@ -90,14 +90,17 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices(direction, dtype):
-    """auto takes im2col for pointwise convs (plain GEMMs) and for the float64 forward of a large conv
-    with 128 output channels whose im2col forward stacks its kernel rows (down, res), and the jit
-    kernels for everything else (suite layers' shapes: no arrays are made)."""
+    """auto takes im2col for pointwise convs (plain GEMMs); for a large float64 conv with 128 output
+    channels whose im2col forward stacks its kernel rows (down, res), im2col's forward and dx with the
+    jit dw; and the jit kernels for everything else (suite layers' shapes: no arrays are made)."""
     from fastconv import _registry
     from fastconv._params import conv_geometry
 
     table = _registry.REGISTRY["conv2d"]
-    stacked = "im2col" if dtype == np.float64 and direction == "forward" else "jit"
+    stacked = "jit"
+    if dtype == np.float64:
+        split = _registry.SplitBackward(table["im2col"], table["jit"])
+        stacked = "im2col" if direction == "forward" else split
     cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, "im2col"),  # pw
              ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, stacked),  # down
              ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, stacked),  # res
@@ -107,7 +110,24 @@ def test_auto_choices(direction, dtype):
              ((2, 3, 8, 8), (4, 3, 1, 1), 2, 0, "jit")]  # a 1x1 kernel with a stride is not pointwise
     for xs, ws, stride, padding, want in cases:
         g = conv_geometry(xs, ws, stride, padding, 1, 1)
-        assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), direction) == table[want], xs
+        want = table[want] if isinstance(want, str) else want
+        assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), direction) == want, xs
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["pad", "stride"])
+def test_auto_split_backward_matches_naive(kw, rng, monkeypatch):
+    """Where auto splits a float64 backward (dx from im2col, dw and db from jit), the three gradients
+    agree with naive; the thresholds are lowered so that a small conv takes that path."""
+    from fastconv import _auto, _registry
+    from fastconv._params import conv_geometry
+
+    monkeypatch.setattr(_auto, "SMALL_FLOPS", 0)
+    monkeypatch.setattr(_auto, "STACKED_CHANNELS", 4)
+    xs, ws = (3, 8, 24, 11), (10, 8 // kw.get("groups", 1), 3, 3)
+    g = conv_geometry(xs, ws, kw.get("stride", 1), kw["padding"], 1, kw.get("groups", 1))
+    impl = _registry.resolve("conv2d", "auto", g, np.dtype(np.float64), "backward")
+    assert isinstance(impl, _registry.SplitBackward)
+    _assert_conv_matches_naive("auto", xs, ws, kw, True, np.float64, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
