@@ -6,7 +6,7 @@ project's 2-core AVX-512 machines (float32 and float64):
 - forward: the jit kernels, except for pointwise convs (plain GEMMs win there) and, in float64, convs
   of at least 30 MFLOP and 128 output channels per group whose im2col forward stacks its kernel rows
   into large GEMMs. Timed on a loaded machine, im2col's forward took 61-64 against 75-79 ms median on
-  the down layer, and 89-95 against 113-122 on res. On the quiet machine of an hour before, res was
+  the down layer, and 89-95 against 113-122 on res. On a quiet machine earlier that day, res was
   estimated at 66 against jit's 61 (the im2col forward before the stacked GEMMs, scaled by the 1.2x
   they measured): at most 8% slower there, so im2col is the choice that stays within 10% of the better
   method under either load. vgg (64 channels) keeps the jit kernels: equal under load, about 1.3x

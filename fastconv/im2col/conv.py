@@ -19,7 +19,7 @@ Where few of its rows are wasted (_stacked_images), the forward instead lays xe 
 side by side in each row and runs one GEMM per row phase, that phase's kernel rows stacked: w_a @ xe
 holds kernel row a's terms for every output row, shifted by a's row offset, so a numba pass adds the
 kernel rows' results, shifted, into NCHW (_conv_stacked). Larger GEMMs run nearer BLAS's full speed:
-1.15-1.35x on the vgg, res and down layers, both dtypes.
+1.14-1.38x (medians) on the vgg, res and down layers, both dtypes.
 
 Backward: dw[g, :, :, a, :] = sum_n dout[n, g] @ xe_a[n, g]^T, on the same views. dx, with a stride:
 for each kernel row a, w_a^T @ dout[n] is the gradient unfolded along the kernel width, folded back into
@@ -271,15 +271,11 @@ def _stacked_images(N: int, F: int, KH: int, Ho: int, Wo: int, sh: int, dh: int,
     return inner if KH * F * inner * S * itemsize <= STACK_BYTES else 0
 
 
-def _stack_reserve(N: int, F: int, KH: int, Ho: int, Wo: int, sh: int, dh: int, itemsize: int) -> int:
-    """Bytes of the stacked GEMMs' result block."""
-    S = _Unfolded.rows(Ho, KH, sh, dh) * Wo
-    return KH * F * _stacked_images(N, F, KH, Ho, Wo, sh, dh, itemsize) * S * itemsize
-
-
 def _conv_stacked(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, bias, fixed_bytes, reserve,
                   inner) -> None:
-    """_conv with each row phase's kernel rows stacked into one GEMM over inner images side by side.
+    """_conv with each row phase's kernel rows stacked into one GEMM over inner images side by side
+    (inner from _stacked_images). reserve: bytes of other scratch the caller holds; the chunks' unfolded
+    input stays within max(MIN_BUDGET, fixed_bytes) less the larger of reserve and the GEMMs' result block.
 
     The input is unfolded with each row's images end to end (_unfold_rows, images_inner), R rows of
     Wo per image: for kernel row a, output row i reads unfolded row i + ro[a] of phase rp[a]. So w_a
@@ -307,7 +303,7 @@ def _conv_stacked(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, bias, fixe
             stacks.append((rp, int(slot[rows[0]]), len(rows),
                            np.ascontiguousarray(np.concatenate([wa[a] for a in rows], axis=1))))
     per_image = C * KW * sh * S * x.itemsize
-    B = _images_per_chunk(N, per_image, fixed_bytes, reserve)
+    B = _images_per_chunk(N, per_image, fixed_bytes, max(reserve, KH * F * inner * S * x.itemsize))
     inner = min(inner, B)
     q = scratch("gemm", groups * KH * Fg * inner * S, x.dtype)
     has_bias = bias is not None
@@ -335,8 +331,7 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
         inner = _stacked_images(g.N, g.F, g.KH, g.Ho, g.Wo, g.sh, g.dh, x.itemsize)
         if inner:
             _conv_stacked(x, w, g.groups, g.Ho, g.Wo, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, out, b,
-                          x.nbytes + out.nbytes,
-                          _stack_reserve(g.N, g.F, g.KH, g.Ho, g.Wo, g.sh, g.dh, x.itemsize), inner)
+                          x.nbytes + out.nbytes, 0, inner)
             return out
         _conv(x, w, g.groups, g.Ho, g.Wo, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, out,
               x.nbytes + out.nbytes, _reserve(g.F * g.Ho * g.Wo, x.itemsize))
@@ -379,8 +374,7 @@ def _conv_dx_stride1(dout: np.ndarray, w: np.ndarray, g: ConvGeometry, fixed: in
     inner = _stacked_images(g.N, g.C, KH, g.H, g.W, 1, p.step_h, dout.itemsize)
     if inner:
         _conv_stacked(dout, wk, g.groups, g.H, g.W, 1, 1, p.step_h, p.step_w, -p.base_h, -p.base_w, dx,
-                      None, fixed, max(reserve, _stack_reserve(g.N, g.C, KH, g.H, g.W, 1, p.step_h,
-                                                              dout.itemsize)), inner)
+                      None, fixed, reserve, inner)
         return dx
     _conv(dout, wk, g.groups, g.H, g.W, 1, 1, p.step_h, p.step_w, -p.base_h, -p.base_w, dx, fixed,
           reserve)

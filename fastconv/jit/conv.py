@@ -1081,7 +1081,7 @@ def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, W
 
     The input is in channel blocks, channels innermost: kv input channels are one vector. The fw output
     channels are fw broadcasts read from dout's rows in place, fw streams (dout is passed as (N, F, S),
-    S >= Ho*Wo: rows padded where they would evict one another, see _rows_collide): the same register
+    S >= Ho*Wo: rows padded where they would evict one another, see _row_stride): the same register
     tile as _fwd_tiles (for input channels >= kv). Output channels past a group's last are clamped to
     it: computed again, never used (the caller drops dwt's rows past Fg).
 
