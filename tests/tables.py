@@ -46,6 +46,7 @@ CONV_CASES = [
     ((1, 6, 5, 70), (5, 6, 3, 3), dict(padding=2), False),  # "full" padding: dx reads dout in place
     ((2, 5, 9, 9), (7, 5, 1, 1), dict(), True),  # pointwise, 81 pixels: forward and dx in place
     ((2, 5, 3, 11), (7, 5, 1, 1), dict(), True),  # pointwise, 33 pixels
+    ((2, 18, 3, 5), (9, 18, 1, 1), dict(), False),  # pointwise, 18 channels: channel-vector dw tiles
     ((2, 1, 20, 20), (6, 1, 5, 5), dict(), True),  # lenet-like: one input channel
     # 5 channels x 24 columns tiles (float64), forward and dx: a partial chunk, groups, a stride
     ((2, 20, 6, 42), (10, 10, 3, 3), dict(groups=2, padding=1), True),

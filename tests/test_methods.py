@@ -191,6 +191,24 @@ def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("chunk_bytes", [1, 20_000, 1 << 20])
+def test_jit_pointwise_dw_transposes_per_task(chunk_bytes, dtype, rng, monkeypatch):
+    """dw of a pointwise conv with 16+ input channels per group: each task transposes its own input
+    channels, chunk by chunk of images. Here groups, a last block of 2 channels of 16 (zero-filled),
+    output channels clamped in the last tile, and chunks of 1 image, of 2 with a short last chunk
+    (float64; of 4 in float32), and of the whole batch; dw agrees with naive."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    monkeypatch.setattr(jit_conv, "DW_CHUNK_BYTES", chunk_bytes)
+    taken = []
+    real = jit_conv._conv_dw_pointwise
+    monkeypatch.setattr(jit_conv, "_conv_dw_pointwise", lambda *a: taken.append(real(*a)) or taken[-1])
+    _assert_conv_matches_naive("jit", (5, 36, 3, 7), (22, 18, 1, 1), dict(groups=2), True, dtype, rng)
+    assert taken and all(dw is not None for dw in taken)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1),
                                 dict(dilation=2, padding=2, groups=2), dict(stride=(2, 1), padding=(1, 0))],
                          ids=["pad", "stride", "dilation-groups", "row-stride"])

@@ -40,12 +40,17 @@ def _calls(rng, dtype):
     x2 = rng.standard_normal((4, 16, 20, 20)).astype(dtype)
     w2 = rng.standard_normal((20, 16, 3, 3)).astype(dtype)
     d2 = rng.standard_normal((4, 20, 20, 20)).astype(dtype)
+    # a pointwise conv with 3 blocks of 16 input channels (the jit dw's per-task transposes)
+    x3 = rng.standard_normal((5, 40, 3, 5)).astype(dtype)
+    w3 = rng.standard_normal((12, 40, 1, 1)).astype(dtype)
+    d3 = rng.standard_normal((5, 12, 3, 5)).astype(dtype)
     return {
         "conv2d": lambda m: (fastconv.conv2d_forward(x, w, b, method=m, **conv),
                              *fastconv.conv2d_backward(dconv, x, w, method=m, **conv),
                              *fastconv.conv2d_backward(d1, x1, w1, method=m),
                              fastconv.conv2d_forward(x2, w2, method=m, padding=1),
-                             *fastconv.conv2d_backward(d2, x2, w2, method=m, padding=1)),
+                             *fastconv.conv2d_backward(d2, x2, w2, method=m, padding=1),
+                             *fastconv.conv2d_backward(d3, x3, w3, method=m)),
         "max_pool2d": lambda m: (fastconv.max_pool2d_forward(x, method=m, **pool),
                                  fastconv.max_pool2d_backward(dpool, x, method=m, **pool)),
         "avg_pool2d": lambda m: (fastconv.avg_pool2d_forward(x, method=m, **pool),
