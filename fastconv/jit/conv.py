@@ -14,8 +14,10 @@ upstream gradient with the transposed, flipped sub-kernel of the taps that reach
 tile kernel. No zero-inserted gradient is ever formed, so no 0 * inf terms appear that naive lacks.
 
 Backward, dw: each task owns dw for a group of output-channel blocks (all input channels), and reduces over
-the batch in chunks that stay in cache, again with register tiles; with few input channels per group the
-vectors run along the output columns instead, and tasks own chunks of the batch, added in a fixed order.
+the batch in chunks that stay in cache, again with register tiles (for a pointwise conv, a group of
+input-channel blocks, which the task itself copies into channel-innermost blocks chunk by chunk); with few
+input channels per group the vectors run along the output columns instead, and tasks own chunks of the
+batch, added in a fixed order.
 
 Every task writes only what it owns and reduces in a fixed order, so results are bitwise identical for
 any thread count.
