@@ -39,7 +39,8 @@ def gemm_only(layer: _suite.ConvLayer, dtype: np.dtype):
         R = im2col._Unfolded.rows(g.Ho, g.KH, g.sh, g.dh)
         S = R * g.Wo
         xe = np.empty((g.C, g.KW, g.sh, g.N, R, g.Wo), dtype)
-        fastconv.jit._numba.launch(im2col._unfold_rows, x, xe, 0, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, True)
+        fastconv.jit._numba.launch(im2col._unfold_rows, x, xe, 0, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, True,
+                                   fastconv.jit._numba.counter())
         xv = xe.reshape(g.C * g.KW, g.sh, g.N * S)
         stacks = [np.concatenate([wa[a, 0] for a in range(g.KH) if (a * g.dh) % g.sh == rp])
                   for rp in range(g.sh)]

@@ -76,6 +76,36 @@ def test_bitwise_identical_for_any_thread_count(op, method, dtype, rng, restore_
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("claimed_threads", [1, 3, 7])
+def test_results_do_not_depend_on_how_tasks_are_claimed(claimed_threads, dtype, rng, monkeypatch):
+    """The kernels claim runs of tasks from a shared counter, one loop iteration per thread. With the
+    thread count the counter carries set wrong (a thread then runs the claiming loop several times, or
+    only one thread claims), and with several dw tasks per thread, every call gives bitwise the results
+    of the normal schedule: every task is claimed exactly once, whoever claims it."""
+    from fastconv.im2col import conv as im2col_conv
+    from fastconv.jit import _numba
+    from fastconv.jit import conv as jit_conv
+    from fastconv.jit import pool as jit_pool
+
+    calls = _calls(rng, dtype)
+    expected = {op: {m: calls[op](m) for m in fast_methods(op)} for op in calls}
+    real = _numba.counter
+
+    def skewed():
+        ctr = real()
+        ctr[1] = claimed_threads
+        return ctr
+
+    for module in (jit_conv, jit_pool, im2col_conv):
+        monkeypatch.setattr(module, "counter", skewed)
+    monkeypatch.setattr(jit_conv, "DW_TASKS_PER_THREAD", 3)
+    for op, by_method in expected.items():
+        for method, results in by_method.items():
+            for a, b in zip(results, calls[op](method)):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_set_num_threads_validates(restore_threads):
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="n must be a positive int"):

@@ -40,7 +40,7 @@ from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
 from .._registry import conv_backward
 from .._workspace import fresh, scratch
-from ..jit._numba import kernel, launch
+from ..jit._numba import claim, claim_step, counter, kernel, launch
 from ..jit.conv import columns_inside, dx_phases, phase_kernel, transposed_kernel
 
 MIN_BUDGET = 64 << 20  # bytes
@@ -48,7 +48,7 @@ CACHE_BYTES = 1 << 20  # a GEMM result block meant to stay in cache while the ke
 
 
 @kernel
-def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl, images_inner):
+def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl, images_inner, ctr):
     """xe[b, c, e, rp, r, j] = x[n0 + b, c, r*sh + rp - pt, j*sw + e*dw - pl], zero outside x; with
     images_inner, the same rows laid out as xe[c, e, rp, b, r, j] (each unfolded row's images end to
     end).
@@ -60,65 +60,79 @@ def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl, images_inner):
         B, C, KW, SH, R, J = xe.shape
     H, W = x.shape[2], x.shape[3]
     dst = xe.reshape(-1)
-    for task in prange(B * C):
-        b, c = task // C, task % C
-        src = x[n0 + b, c].reshape(-1)
-        for e in range(KW):
-            col0 = e * dw - pl  # the input column of j = 0
-            jlo, jhi = columns_inside(col0, sw, W, J)
-            nj = jhi - jlo
-            for rp in range(SH):
-                if images_inner:
-                    first = (((c * KW + e) * SH + rp) * B + b) * R
-                else:
-                    first = (((b * C + c) * KW + e) * SH + rp) * R
-                for r in range(R):
-                    o = np.uint64((first + r) * J)
-                    h = r * sh + rp - pt
-                    if h < 0 or h >= H:
-                        for j in range(J):
-                            dst[o + np.uint64(j)] = 0
-                        continue
-                    for j in range(jlo):
-                        dst[o + np.uint64(j)] = 0
-                    o1 = o + np.uint64(jlo)
-                    i = np.uint64(h * W + jlo * sw + col0)
-                    if sw == 1:
-                        for j in range(nj):
-                            dst[o1 + np.uint64(j)] = src[i + np.uint64(j)]
-                    else:
-                        for j in range(nj):
-                            dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
-                    for j in range(jhi, J):
-                        dst[o + np.uint64(j)] = 0
+    ntasks = B * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                b, c = task // C, task % C
+                src = x[n0 + b, c].reshape(-1)
+                for e in range(KW):
+                    col0 = e * dw - pl  # the input column of j = 0
+                    jlo, jhi = columns_inside(col0, sw, W, J)
+                    nj = jhi - jlo
+                    for rp in range(SH):
+                        if images_inner:
+                            first = (((c * KW + e) * SH + rp) * B + b) * R
+                        else:
+                            first = (((b * C + c) * KW + e) * SH + rp) * R
+                        for r in range(R):
+                            o = np.uint64((first + r) * J)
+                            h = r * sh + rp - pt
+                            if h < 0 or h >= H:
+                                for j in range(J):
+                                    dst[o + np.uint64(j)] = 0
+                                continue
+                            for j in range(jlo):
+                                dst[o + np.uint64(j)] = 0
+                            o1 = o + np.uint64(jlo)
+                            i = np.uint64(h * W + jlo * sw + col0)
+                            if sw == 1:
+                                for j in range(nj):
+                                    dst[o1 + np.uint64(j)] = src[i + np.uint64(j)]
+                            else:
+                                for j in range(nj):
+                                    dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
+                            for j in range(jhi, J):
+                                dst[o + np.uint64(j)] = 0
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _fold_rows(dxe, dx, n0, a, sh, sw, dh, dw, pt, pl):
+def _fold_rows(dxe, dx, n0, a, sh, sw, dh, dw, pt, pl, ctr):
     """dx[n0 + b, c, i*sh + a*dh - pt, j*sw + e*dw - pl] += dxe[b, c, e, i, j] where that lies in dx:
     kernel row a's share of the input gradient, added back where its windows overlap (col2im). Each
     task owns one (image, channel) plane of dx and adds in a fixed order."""
     B, C, KW, Ho, Wo = dxe.shape
     H, W = dx.shape[2], dx.shape[3]
-    for task in prange(B * C):
-        b, c = task // C, task % C
-        src = dxe[b, c].reshape(-1)
-        dst = dx[n0 + b, c].reshape(-1)
-        for e in range(KW):
-            col0 = e * dw - pl  # the input column of j = 0
-            jlo, jhi = columns_inside(col0, sw, W, Wo)
-            for i in range(Ho):
-                h = i * sh + a * dh - pt
-                if h < 0 or h >= H:
-                    continue
-                o = np.uint64((e * Ho + i) * Wo + jlo)
-                d = np.uint64(h * W + jlo * sw + col0)
-                if sw == 1:
-                    for j in range(jhi - jlo):
-                        dst[d + np.uint64(j)] += src[o + np.uint64(j)]
-                else:
-                    for j in range(jhi - jlo):
-                        dst[d + np.uint64(j * sw)] += src[o + np.uint64(j)]
+    ntasks = B * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                b, c = task // C, task % C
+                src = dxe[b, c].reshape(-1)
+                dst = dx[n0 + b, c].reshape(-1)
+                for e in range(KW):
+                    col0 = e * dw - pl  # the input column of j = 0
+                    jlo, jhi = columns_inside(col0, sw, W, Wo)
+                    for i in range(Ho):
+                        h = i * sh + a * dh - pt
+                        if h < 0 or h >= H:
+                            continue
+                        o = np.uint64((e * Ho + i) * Wo + jlo)
+                        d = np.uint64(h * W + jlo * sw + col0)
+                        if sw == 1:
+                            for j in range(jhi - jlo):
+                                dst[d + np.uint64(j)] += src[o + np.uint64(j)]
+                        else:
+                            for j in range(jhi - jlo):
+                                dst[d + np.uint64(j * sw)] += src[o + np.uint64(j)]
+            claimed = claim(ctr, run)
 
 
 class _Unfolded:
@@ -129,7 +143,7 @@ class _Unfolded:
         self.R = self.rows(Ho, KH, sh, dh)
         shape = (nb, C, KW, sh, self.R, Wo)
         xe = scratch("unfolded", int(np.prod(shape)), x.dtype).reshape(shape)
-        launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl, False)
+        launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl, False, counter())
         self.xv = xe.reshape(nb, groups, (C // groups) * KW, sh, self.R * Wo)
         self.L, self.Wo, self.sh, self.dh = Ho * Wo, Wo, sh, dh
 
@@ -149,19 +163,26 @@ class _Unfolded:
 
 
 @kernel
-def _concat_rows(src, dst):
+def _concat_rows(src, dst, ctr):
     """dst[g, k, n*P : (n + 1)*P] = src[n, g, k]: each (group, channel)'s rows of all the images end to
     end, so that a pointwise dw is one GEMM with a long reduction (NumPy's tensordot made these copies
     on one thread: pw dw 1.1-1.2x). One task per (g, k) owns dst[g, k]."""
     N, G, K, P = src.shape
-    for task in prange(G * K):
-        g = task // K
-        k = task % K
-        d = dst[g, k]
-        for n in range(N):
-            s = src[n, g, k]
-            for j in range(P):
-                d[n * P + j] = s[j]
+    ntasks = G * K
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                g = task // K
+                k = task % K
+                d = dst[g, k]
+                for n in range(N):
+                    s = src[n, g, k]
+                    for j in range(P):
+                        d[n * P + j] = s[j]
+            claimed = claim(ctr, run)
 
 
 def _row_kernels(wk: np.ndarray, groups: int) -> np.ndarray:
@@ -224,7 +245,7 @@ STACK_BYTES = 32 << 20  # the stacked GEMMs' result block at most (else the per-
 
 
 @kernel
-def _sum_rows(q, slot, ro, bias, has_bias, out, n0, S):
+def _sum_rows(q, slot, ro, bias, has_bias, out, n0, S, ctr):
     """out[n0 + b, f, i, j] = sum over the kernel rows a, in order, of q[g, slot[a]*Fg + m, b*S + (ro[a]
     + i)*Wo + j] (f = g*Fg + m), plus bias[f] if has_bias: the kernel rows' GEMM results, each shifted
     by its row offset, added into NCHW. out is C-contiguous; each task owns one (image, channel) plane."""
@@ -234,23 +255,30 @@ def _sum_rows(q, slot, ro, bias, has_bias, out, n0, S):
     nb = cols // S
     F, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     L = Ho * Wo
-    for task in prange(nb * F):
-        b, f = task // F, task % F
-        g, m = f // Fg, f % Fg
-        dst = out[n0 + b, f].reshape(-1)
-        src = q[g, slot[0] * Fg + m]
-        s0 = b * S + ro[0] * Wo
-        for p in range(L):
-            dst[p] = src[s0 + p]
-        for a in range(1, KH):
-            src = q[g, slot[a] * Fg + m]
-            s0 = b * S + ro[a] * Wo
-            for p in range(L):
-                dst[p] += src[s0 + p]
-        if has_bias:
-            bv = bias[f]
-            for p in range(L):
-                dst[p] += bv
+    ntasks = nb * F
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                b, f = task // F, task % F
+                g, m = f // Fg, f % Fg
+                dst = out[n0 + b, f].reshape(-1)
+                src = q[g, slot[0] * Fg + m]
+                s0 = b * S + ro[0] * Wo
+                for p in range(L):
+                    dst[p] = src[s0 + p]
+                for a in range(1, KH):
+                    src = q[g, slot[a] * Fg + m]
+                    s0 = b * S + ro[a] * Wo
+                    for p in range(L):
+                        dst[p] += src[s0 + p]
+                if has_bias:
+                    bv = bias[f]
+                    for p in range(L):
+                        dst[p] += bv
+            claimed = claim(ctr, run)
 
 
 STACK_WASTE = 0.1  # the share of rows the stacked GEMMs may compute for nothing
@@ -311,14 +339,14 @@ def _conv_stacked(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, bias, fixe
     for n0 in range(0, N, B):
         nb = min(B, N - n0)
         xe = scratch("unfolded", C * KW * sh * nb * S, x.dtype).reshape(C, KW, sh, nb, R, Wo)
-        launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl, True)
+        launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl, True, counter())
         xv = xe.reshape(groups, Cg * KW, sh, nb * S)
         for i0 in range(0, nb, inner):
             ib = min(inner, nb - i0)
             qb = q[: groups * KH * Fg * ib * S].reshape(groups, KH * Fg, ib * S)
             for rp, s0, count, wst in stacks:
                 np.matmul(wst, xv[:, :, rp, i0 * S : (i0 + ib) * S], out=qb[:, s0 * Fg : (s0 + count) * Fg])
-            launch(_sum_rows, qb, slot, ro, bias, has_bias, out, n0 + i0, S)
+            launch(_sum_rows, qb, slot, ro, bias, has_bias, out, n0 + i0, S, counter())
 
 
 @_quiet
@@ -397,7 +425,7 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
         for a in range(g.KH):
             np.matmul(waT[a], d4[n0 : n0 + ib], out=dxe)
             launch(_fold_rows, dxe.reshape(ib, g.C, g.KW, g.Ho, g.Wo), dx, n0, a,
-                   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+                   g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, counter())
     return dx
 
 
@@ -427,8 +455,8 @@ def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
         N, P = g.N, g.H * g.W
         dcat = scratch("dout_rows", dout.size, dout.dtype).reshape(g.groups, g.Fg, N * P)
         xcat = scratch("x_rows", x.size, x.dtype).reshape(g.groups, g.Cg, N * P)
-        launch(_concat_rows, dout.reshape(N, g.groups, g.Fg, P), dcat)
-        launch(_concat_rows, x.reshape(N, g.groups, g.Cg, P), xcat)
+        launch(_concat_rows, dout.reshape(N, g.groups, g.Fg, P), dcat, counter())
+        launch(_concat_rows, x.reshape(N, g.groups, g.Cg, P), xcat, counter())
         return np.matmul(dcat, xcat.transpose(0, 2, 1)).reshape(g.F, g.Cg, 1, 1)
     return _conv_dw(dout, x, g, *_backward_budget(g, x.itemsize))
 

@@ -20,7 +20,8 @@ input channels per group the vectors run along the output columns instead, and t
 batch, added in a fixed order.
 
 Every task writes only what it owns and reduces in a fixed order, so results are bitwise identical for
-any thread count.
+any thread count. Threads claim runs of tasks from a shared counter (_numba.claim) instead of taking an
+equal share each, so that a thread slowed by another process takes fewer of them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .._quiet import quiet as _quiet
 from .._registry import conv_backward, sum_bias_grad
 from .._threads import get_num_threads
 from .._workspace import fresh, scratch
-from ._numba import inline, kernel, launch, stack_empty
+from ._numba import claim, claim_step, counter, inline, kernel, launch, stack_empty
 
 ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
 
@@ -53,7 +54,7 @@ def columns_inside(off, sw, W, J):
 
 
 @kernel
-def _pack(src, dst, row0, col0, sw):
+def _pack(src, dst, row0, col0, sw, ctr):
     """dst[n, c, r, p, j] = src[n, c, r - row0, j*sw + p - col0], zero outside src.
 
     One zero fill and one 2-D slice copy per (image, channel, phase): rows are short, and row-by-row
@@ -61,19 +62,27 @@ def _pack(src, dst, row0, col0, sw):
     N, C, R, P, J = dst.shape
     H, W = src.shape[2], src.shape[3]
     rlo, rhi = max(0, row0), min(R, H + row0)  # rows of dst that hold input rows
-    for nc in prange(N * C):
-        n, c = nc // C, nc % C
-        s = src[n, c]
-        d = dst[n, c]
-        d[...] = 0
-        if rhi <= rlo:
-            continue
-        for p in range(P):
-            jlo, jhi = columns_inside(p - col0, sw, W, J)
-            if jhi == jlo:
-                continue
-            c0 = jlo * sw + p - col0
-            d[rlo:rhi, p, jlo:jhi] = s[rlo - row0 : rhi - row0, c0 : c0 + (jhi - jlo - 1) * sw + 1 : sw]
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for nc in range(claimed, min(ntasks, claimed + run)):
+                n, c = nc // C, nc % C
+                s = src[n, c]
+                d = dst[n, c]
+                d[...] = 0
+                if rhi <= rlo:
+                    continue
+                for p in range(P):
+                    jlo, jhi = columns_inside(p - col0, sw, W, J)
+                    if jhi == jlo:
+                        continue
+                    c0 = jlo * sw + p - col0
+                    c1 = c0 + (jhi - jlo - 1) * sw + 1
+                    d[rlo:rhi, p, jlo:jhi] = s[rlo - row0 : rhi - row0, c0:c1:sw]
+            claimed = claim(ctr, run)
 
 
 def _tile_source(x: np.ndarray, rows: int, cols: int, reach: int, row0: int, col0: int, sw: int,
@@ -96,7 +105,7 @@ def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw:
     """_pack's copy of x into the scratch buffer called name."""
     shape = (x.shape[0], x.shape[1], rows, sw, cols)
     xpk = scratch(name, int(np.prod(shape)), x.dtype).reshape(shape)
-    launch(_pack, x, xpk, row0, col0, sw)
+    launch(_pack, x, xpk, row0, col0, sw, counter())
     return xpk
 
 
@@ -143,7 +152,7 @@ def _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, base):
 
 
 @inline
-def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
+def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap, ctr):
     """out[n, g*Mg + m, i, j] = bias + sum_q wpk[g, m // fb, q, m % fb] * xflat[n][offq[g, q] + (r0 + i*sh)
     * row + j], where xflat[n] is xpk[n] flattened, row one packed input row (all phases) and q runs over
     the taps (input channel, kernel row, kernel column). out may be a strided view. overlap: xpk's rows
@@ -156,35 +165,42 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap):
     Mg = M // G
     row = xpk.shape[3] * xpk.shape[4]
     nch = (Wo + vw - 1) // vw
-    for task in prange(N * G * nb * Ho):
-        # output-channel blocks vary fastest: consecutive tasks reuse the same input rows from cache
-        b = task % nb
-        r = task // nb
-        g = r % G
-        r //= G
-        i = r % Ho
-        n = r // Ho
-        acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
-        mcount = min(fb, Mg - b * fb)
-        xn = xpk[n].reshape(-1)
-        wf = wpk[g, b].reshape(-1)
-        offs = offq[g]
-        for ch in range(nch):
-            j0 = ch * vw
-            if overlap and j0 + vw > Wo:  # a constant: compiled out of the kernels without overlap
-                j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
-            _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
-            tmax = min(vw, Wo - j0)
-            for m in range(mcount):
-                oc = g * Mg + b * fb + m
-                bv = bias[oc]
-                orow = out[n, oc, i]
-                for t in range(tmax):
-                    orow[j0 + t] = acc[m, t] + bv
+    ntasks = N * G * nb * Ho
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                # output-channel blocks vary fastest: consecutive tasks reuse the same input rows from cache
+                b = task % nb
+                r = task // nb
+                g = r % G
+                r //= G
+                i = r % Ho
+                n = r // Ho
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
+                mcount = min(fb, Mg - b * fb)
+                xn = xpk[n].reshape(-1)
+                wf = wpk[g, b].reshape(-1)
+                offs = offq[g]
+                for ch in range(nch):
+                    j0 = ch * vw
+                    if overlap and j0 + vw > Wo:  # a constant: compiled out of the kernels without overlap
+                        j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
+                    _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
+                    tmax = min(vw, Wo - j0)
+                    for m in range(mcount):
+                        oc = g * Mg + b * fb + m
+                        bv = bias[oc]
+                        orow = out[n, oc, i]
+                        for t in range(tmax):
+                            orow[j0 + t] = acc[m, t] + bv
+            claimed = claim(ctr, run)
 
 
 @inline
-def _row_tiles(rb, vw, xpk, wpk, offq, bias, out, r0, sh):  # rb must be 4
+def _row_tiles(rb, vw, xpk, wpk, offq, bias, out, r0, sh, ctr):  # rb must be 4
     """_fwd_tiles' sums for one output channel per group (a depthwise conv; dx of an input with one
     channel per group, as lenet's): each task owns rb output rows of one channel and keeps an rb x vw
     tile of them in registers: per tap one weight and rb vector loads, where a channel tile would spend
@@ -195,47 +211,54 @@ def _row_tiles(rb, vw, xpk, wpk, offq, bias, out, r0, sh):  # rb must be 4
     row = xpk.shape[3] * xpk.shape[4]
     nch = (Wo + vw - 1) // vw
     nrb = (Ho + rb - 1) // rb
-    for task in prange(N * M * nrb):
-        ib = task % nrb
-        r = task // nrb
-        g = r % M
-        n = r // M
-        i0 = ib * rb
-        rlast = min(rb, Ho - i0) - 1
-        d1 = np.uint64(min(1, rlast) * sh * row)  # rows past the image repeat its last row
-        d2 = np.uint64(min(2, rlast) * sh * row)
-        d3 = np.uint64(min(3, rlast) * sh * row)
-        acc = numba.carray(stack_empty(ACC, xpk.dtype), (rb, vw))
-        xn = xpk[n].reshape(-1)
-        wf = wpk[g, 0].reshape(-1)
-        offs = offq[g]
-        for ch in range(nch):
-            j0 = ch * vw
-            for k in range(rb):
-                for t in range(vw):
-                    acc[k, t] = 0
-            base = np.uint64((r0 + i0 * sh) * row + j0)
-            for q in range(Q):
-                o = np.uint64(offs[q]) + base
-                wv = wf[np.uint64(q)]
-                # four rows spelled out, columns outermost: the form LLVM vectorizes (with the rows as
-                # a loop it kept the tile in memory and did scalar FMAs)
-                for t in range(vw):
-                    tt = np.uint64(t)
-                    acc[0, t] += wv * xn[o + tt]
-                    acc[1, t] += wv * xn[o + d1 + tt]
-                    acc[2, t] += wv * xn[o + d2 + tt]
-                    acc[3, t] += wv * xn[o + d3 + tt]
-            tmax = min(vw, Wo - j0)
-            bv = bias[g]
-            for k in range(rlast + 1):
-                orow = out[n, g, i0 + k]
-                for t in range(tmax):
-                    orow[j0 + t] = acc[k, t] + bv
+    ntasks = N * M * nrb
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                ib = task % nrb
+                r = task // nrb
+                g = r % M
+                n = r // M
+                i0 = ib * rb
+                rlast = min(rb, Ho - i0) - 1
+                d1 = np.uint64(min(1, rlast) * sh * row)  # rows past the image repeat its last row
+                d2 = np.uint64(min(2, rlast) * sh * row)
+                d3 = np.uint64(min(3, rlast) * sh * row)
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (rb, vw))
+                xn = xpk[n].reshape(-1)
+                wf = wpk[g, 0].reshape(-1)
+                offs = offq[g]
+                for ch in range(nch):
+                    j0 = ch * vw
+                    for k in range(rb):
+                        for t in range(vw):
+                            acc[k, t] = 0
+                    base = np.uint64((r0 + i0 * sh) * row + j0)
+                    for q in range(Q):
+                        o = np.uint64(offs[q]) + base
+                        wv = wf[np.uint64(q)]
+                        # four rows spelled out, columns outermost: the form LLVM vectorizes (with the rows as
+                        # a loop it kept the tile in memory and did scalar FMAs)
+                        for t in range(vw):
+                            tt = np.uint64(t)
+                            acc[0, t] += wv * xn[o + tt]
+                            acc[1, t] += wv * xn[o + d1 + tt]
+                            acc[2, t] += wv * xn[o + d2 + tt]
+                            acc[3, t] += wv * xn[o + d3 + tt]
+                    tmax = min(vw, Wo - j0)
+                    bv = bias[g]
+                    for k in range(rlast + 1):
+                        orow = out[n, g, i0 + k]
+                        for t in range(tmax):
+                            orow[j0 + t] = acc[k, t] + bv
+            claimed = claim(ctr, run)
 
 
 @inline
-def _phase_tiles(fb, vw, src, wcat, ocat, pp, dx, sh, sw, nhmax):
+def _phase_tiles(fb, vw, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
     """Every phase of a strided dx in one launch: for phase p (a row of pp: h0, w0, nh, nw, r0, q0, q1),
     dx[n, g*Mg + m, h0 + i*sh, w0 + j*sw] = sum_{q0 <= q < q1} wcat[g, m // fb, q, m % fb]
     * srcflat[n][ocat[g, q] + (r0 + i) * row + j], the sums _fwd_tiles forms for each phase apart.
@@ -248,103 +271,111 @@ def _phase_tiles(fb, vw, src, wcat, ocat, pp, dx, sh, sw, nhmax):
     G, nb, _, _ = wcat.shape
     Mg = M // G
     row = src.shape[3] * src.shape[4]
-    for task in prange(N * G * nb * nhmax):
-        b = task % nb
-        r = task // nb
-        g = r % G
-        r //= G
-        i = r % nhmax
-        n = r // nhmax
-        acc = numba.carray(stack_empty(ACC, src.dtype), (fb, vw))
-        mcount = min(fb, Mg - b * fb)
-        xn = src[n].reshape(-1)
-        wf = wcat[g, b].reshape(-1)
-        offs = ocat[g]
-        for p in range(pp.shape[0]):
-            h0, w0, nh, nw, r0, q0, q1 = pp[p, 0], pp[p, 1], pp[p, 2], pp[p, 3], pp[p, 4], pp[p, 5], pp[p, 6]
-            if i >= nh:
-                continue
-            h = h0 + i * sh
-            for ch in range((nw + vw - 1) // vw):
-                j0 = ch * vw
-                _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, np.uint64((r0 + i) * row + j0))
-                tmax = min(vw, nw - j0)
-                for m in range(mcount):
-                    drow = dx[n, g * Mg + b * fb + m, h]
-                    for t in range(tmax):
-                        drow[w0 + (j0 + t) * sw] = acc[m, t]
+    ntasks = N * G * nb * nhmax
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                b = task % nb
+                r = task // nb
+                g = r % G
+                r //= G
+                i = r % nhmax
+                n = r // nhmax
+                acc = numba.carray(stack_empty(ACC, src.dtype), (fb, vw))
+                mcount = min(fb, Mg - b * fb)
+                xn = src[n].reshape(-1)
+                wf = wcat[g, b].reshape(-1)
+                offs = ocat[g]
+                for p in range(pp.shape[0]):
+                    h0, w0, nh, nw = pp[p, 0], pp[p, 1], pp[p, 2], pp[p, 3]
+                    r0, q0, q1 = pp[p, 4], pp[p, 5], pp[p, 6]
+                    if i >= nh:
+                        continue
+                    h = h0 + i * sh
+                    for ch in range((nw + vw - 1) // vw):
+                        j0 = ch * vw
+                        _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, np.uint64((r0 + i) * row + j0))
+                        tmax = min(vw, nw - j0)
+                        for m in range(mcount):
+                            drow = dx[n, g * Mg + b * fb + m, h]
+                            for t in range(tmax):
+                                drow[w0 + (j0 + t) * sw] = acc[m, t]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _phases_f32(src, wcat, ocat, pp, dx, sh, sw, nhmax):
-    _phase_tiles(16, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax)
+def _phases_f32(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(16, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
 
 
 @kernel
-def _phases_f64(src, wcat, ocat, pp, dx, sh, sw, nhmax):
-    _phase_tiles(8, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax)
+def _phases_f64(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(8, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
 
 
 @kernel
-def _phases_f64_5x24(src, wcat, ocat, pp, dx, sh, sw, nhmax):
-    _phase_tiles(5, 24, src, wcat, ocat, pp, dx, sh, sw, nhmax)
+def _phases_f64_5x24(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(5, 24, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
 
 
 @kernel
-def _phases_narrow_f32(src, wcat, ocat, pp, dx, sh, sw, nhmax):
-    _phase_tiles(4, 32, src, wcat, ocat, pp, dx, sh, sw, nhmax)
+def _phases_narrow_f32(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(4, 32, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
 
 
 @kernel
-def _phases_narrow_f64(src, wcat, ocat, pp, dx, sh, sw, nhmax):
-    _phase_tiles(4, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax)
+def _phases_narrow_f64(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(4, 16, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
 
 
 @kernel
-def _fwd_f32(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh, False)
+def _fwd_f32(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
 
 
 @kernel
-def _fwd_f32_overlap(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh, True)
+def _fwd_f32_overlap(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(16, 16, xpk, wpk, offq, bias, out, r0, sh, True, ctr)
 
 
 @kernel
-def _fwd_f64(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh, False)
+def _fwd_f64(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
 
 
 @kernel
-def _fwd_f64_overlap(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh, True)
+def _fwd_f64_overlap(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(8, 16, xpk, wpk, offq, bias, out, r0, sh, True, ctr)
 
 
 @kernel
-def _fwd_f64_5x24(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(5, 24, xpk, wpk, offq, bias, out, r0, sh, False)
+def _fwd_f64_5x24(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(5, 24, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
 
 
 @kernel
-def _fwd_rows_f32(xpk, wpk, offq, bias, out, r0, sh):
-    _row_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh)
+def _fwd_rows_f32(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _row_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh, ctr)
 
 
 @kernel
-def _fwd_rows_f64(xpk, wpk, offq, bias, out, r0, sh):
-    _row_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh)
+def _fwd_rows_f64(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _row_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh, ctr)
 
 
 # For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
 # 16-channel tile does not compute 13 to 15 channels of zeros.
 @kernel
-def _fwd_narrow_f32(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh, False)
+def _fwd_narrow_f32(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(4, 32, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
 
 
 @kernel
-def _fwd_narrow_f64(xpk, wpk, offq, bias, out, r0, sh):
-    _fwd_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh, False)
+def _fwd_narrow_f64(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(4, 16, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
 
 
 class Tiling(NamedTuple):
@@ -416,7 +447,7 @@ def _run_tiles(tiling: Tiling, xpk, wt, groups, bias, out, sh, dh, colph, coloff
     wpk = _packed_weights(wt, groups, fb)
     wpk = wpk.reshape(wpk.shape[0], wpk.shape[1], -1, fb)  # (groups, blocks, taps, fb)
     offq = _tap_offsets(xpk, groups, wt.shape[2], dh, colph, coloff)
-    launch(fn, xpk, wpk, offq, bias, out, r0, sh)
+    launch(fn, xpk, wpk, offq, bias, out, r0, sh, counter())
 
 
 # ---------------------------------------------------------------------------------- pointwise panels
@@ -447,7 +478,7 @@ def _panel_sums(fb, vw, acc, xn, wf, K, base, wbase):
 
 
 @inline
-def _panel_tiles(fb, vw, x, wpk, bias, out, buf, pb):
+def _panel_tiles(fb, vw, x, wpk, bias, out, buf, pb, ctr):
     """out[n, g*Mg + m, p] = bias[g*Mg + m] + sum_k wpk[g, m // fb, k, m % fb] * x[n, g, k, p]: a
     pointwise conv, one GEMM per image and group, K = x.shape[2] input channels.
 
@@ -461,53 +492,61 @@ def _panel_tiles(fb, vw, x, wpk, bias, out, buf, pb):
     Mg = out.shape[1] // G
     npb = (P + pb - 1) // pb
     of = out.reshape(-1)
-    for task in prange(N * G * npb):
-        c = task % npb
-        r = task // npb
-        g = r % G
-        n = r // G
-        p0 = c * pb
-        width = min(pb, P - p0)
-        npan = (width + vw - 1) // vw
-        nfull = width // vw  # panels without columns past the image
-        bf = buf[numba.get_thread_id()]
-        for k in range(K):
-            xr = x[n, g, k]
-            for pan in range(nfull):
-                base = np.uint64((pan * K + k) * vw)
-                j0 = np.uint64(p0 + pan * vw)
-                for t in range(vw):  # a constant count: whole vector moves
-                    bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
-            if nfull < npan:
-                base = np.uint64((nfull * K + k) * vw)
-                j0 = np.uint64(p0 + nfull * vw)
-                tmax = P - (p0 + nfull * vw)
-                for t in range(tmax):
-                    bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
-                for t in range(tmax, vw):
-                    bf[base + np.uint64(t)] = 0
-        acc = numba.carray(stack_empty(ACC, x.dtype), (fb, vw))
-        wg = wpk[g].reshape(-1)  # views made once per task: in the tile loop each cost a runtime call
-        for b in range(nb):
-            for pan in range(npan):
-                j0 = p0 + pan * vw
-                _panel_sums(fb, vw, acc, bf, wg, K, np.uint64(pan * K * vw), np.uint64(b * K * fb))
-                for m in range(min(fb, Mg - b * fb)):
-                    oc = g * Mg + b * fb + m
-                    bv = bias[oc]
-                    # unsigned offsets: a signed one that might wrap around made LLVM store with scatters
-                    o = np.uint64((n * out.shape[1] + oc) * P + j0)
-                    if pan < nfull:
-                        for t in range(vw):
-                            of[o + np.uint64(t)] = acc[m, t] + bv
-                    else:
-                        for t in range(P - j0):
-                            of[o + np.uint64(t)] = acc[m, t] + bv
+    ntasks = N * G * npb
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                c = task % npb
+                r = task // npb
+                g = r % G
+                n = r // G
+                p0 = c * pb
+                width = min(pb, P - p0)
+                npan = (width + vw - 1) // vw
+                nfull = width // vw  # panels without columns past the image
+                bf = buf[numba.get_thread_id()]
+                for k in range(K):
+                    xr = x[n, g, k]
+                    for pan in range(nfull):
+                        base = np.uint64((pan * K + k) * vw)
+                        j0 = np.uint64(p0 + pan * vw)
+                        for t in range(vw):  # a constant count: whole vector moves
+                            bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
+                    if nfull < npan:
+                        base = np.uint64((nfull * K + k) * vw)
+                        j0 = np.uint64(p0 + nfull * vw)
+                        tmax = P - (p0 + nfull * vw)
+                        for t in range(tmax):
+                            bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
+                        for t in range(tmax, vw):
+                            bf[base + np.uint64(t)] = 0
+                acc = numba.carray(stack_empty(ACC, x.dtype), (fb, vw))
+                wg = wpk[g].reshape(-1)  # views made once per task: in the tile loop each cost a runtime call
+                for b in range(nb):
+                    for pan in range(npan):
+                        j0 = p0 + pan * vw
+                        _panel_sums(fb, vw, acc, bf, wg, K, np.uint64(pan * K * vw), np.uint64(b * K * fb))
+                        for m in range(min(fb, Mg - b * fb)):
+                            oc = g * Mg + b * fb + m
+                            bv = bias[oc]
+                            # unsigned offsets: a signed one that might wrap around made LLVM store
+                            # with scatters
+                            o = np.uint64((n * out.shape[1] + oc) * P + j0)
+                            if pan < nfull:
+                                for t in range(vw):
+                                    of[o + np.uint64(t)] = acc[m, t] + bv
+                            else:
+                                for t in range(P - j0):
+                                    of[o + np.uint64(t)] = acc[m, t] + bv
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _panels_f64(x, wpk, bias, out, buf, pb):
-    _panel_tiles(8, 16, x, wpk, bias, out, buf, pb)
+def _panels_f64(x, wpk, bias, out, buf, pb, ctr):
+    _panel_tiles(8, 16, x, wpk, bias, out, buf, pb, ctr)
 
 
 # float64 only: in float32 the panels were no faster than the tiles reading the input in place
@@ -524,7 +563,7 @@ def _pointwise_panels(x: np.ndarray, wt: np.ndarray, groups: int, bias: np.ndarr
     pb = min(-(-P // vw), max(1, PANEL_BYTES // (K * vw * x.itemsize))) * vw
     buf = _thread_rows("panels", K * pb, x.dtype)
     out = fresh((N, M, P), x.dtype)
-    launch(fn, x.reshape(N, groups, K, P), wpk, bias, out, buf, pb)
+    launch(fn, x.reshape(N, groups, K, P), wpk, bias, out, buf, pb, counter())
     return out
 
 
@@ -627,7 +666,7 @@ def phase_kernel(wt: np.ndarray, ph: DxPhase) -> np.ndarray:
 
 
 @kernel
-def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl):
+def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl, ctr):
     """dx[n, c, h, v] = sum of w[f, c % Cg, a, e] * dout[n, f, i, j] over the (f, a, e, i, j) with
     i*sh + a*dh = h + pt and j*sw + e*dw = v + pl inside dout: exactly the terms naive's scatter adds,
     and no others. Each task owns one (image, channel) plane of dx."""
@@ -635,22 +674,29 @@ def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl):
     F, Cg, KH, KW = w.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
     Fg = F // (C // Cg)
-    for task in prange(N * C):
-        n, c = task // C, task % C
-        f0, k = (c // Cg) * Fg, c % Cg
-        for h in range(H):
-            for v in range(W):
-                dx[n, c, h, v] = 0
-                for a in range(KH):
-                    ti = h + pt - a * dh
-                    if ti < 0 or ti % sh != 0 or ti // sh >= Ho:
-                        continue
-                    for e in range(KW):
-                        tj = v + pl - e * dw
-                        if tj < 0 or tj % sw != 0 or tj // sw >= Wo:
-                            continue
-                        for f in range(f0, f0 + Fg):
-                            dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                n, c = task // C, task % C
+                f0, k = (c // Cg) * Fg, c % Cg
+                for h in range(H):
+                    for v in range(W):
+                        dx[n, c, h, v] = 0
+                        for a in range(KH):
+                            ti = h + pt - a * dh
+                            if ti < 0 or ti % sh != 0 or ti // sh >= Ho:
+                                continue
+                            for e in range(KW):
+                                tj = v + pl - e * dw
+                                if tj < 0 or tj % sw != 0 or tj // sw >= Wo:
+                                    continue
+                                for f in range(f0, f0 + Fg):
+                                    dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
+            claimed = claim(ctr, run)
 
 
 def _phase_columns(p: DxPhase, left: int) -> tuple[np.ndarray, np.ndarray]:
@@ -684,11 +730,11 @@ def _run_phases(tiling: Tiling, src: np.ndarray, wt: np.ndarray, g: ConvGeometry
     wcat = np.concatenate(wpks, axis=2)
     ocat = np.concatenate(offs, axis=1)
     launch(tiling.phases, src, wcat, ocat, np.array(pp, np.int64), dx, g.sh, g.sw,
-           max(p.nh for p in phases))
+           max(p.nh for p in phases), counter())
 
 
 @inline
-def _fold_tiles(fb, vw, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl):
+def _fold_tiles(fb, vw, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr):
     """dx for one input channel per group (Cg = 1: lenet's first layer) as a GEMM and a fold.
 
     Each task owns one image and group. It first forms t[q, p] = sum_f wpk[g, q // fb, f, q % fb]
@@ -701,57 +747,64 @@ def _fold_tiles(fb, vw, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw,
     H, W = dx.shape[2], dx.shape[3]
     G, nb, Fg, _ = wpk.shape
     nch = (P + vw - 1) // vw
-    for task in prange(N * G):
-        g = task % G
-        n = task // G
-        t = buf[numba.get_thread_id()]
-        acc = numba.carray(stack_empty(ACC, dout.dtype), (fb, vw))
-        xn = dout[n].reshape(-1)
-        for b in range(nb):
-            wf = wpk[g, b].reshape(-1)
-            for ch in range(nch):
-                j0 = min(ch * vw, P - vw)  # the last chunk overlaps the one before (P >= vw)
-                _tile_sums(fb, vw, acc, xn, wf, offq[g], 0, Fg, np.uint64(j0))
-                for m in range(fb):
-                    base = (b * fb + m) * P + j0
-                    for u in range(vw):
-                        t[base + u] = acc[m, u]
-        plane = dx[n, g]
-        for h in range(H):
-            for v in range(W):
-                plane[h, v] = 0
-        for q in range(Q):
-            a = q // KW
-            e = q % KW
-            jlo, jhi = columns_inside(e * dw - pl, sw, W, Wo)
-            for i in range(Ho):
-                h = i * sh + a * dh - pt
-                if h < 0 or h >= H:
-                    continue
-                drow = plane[h]
-                t0 = np.uint64(q * P + i * Wo + jlo)
-                d0 = np.uint64(jlo * sw + e * dw - pl)
-                if sw == 1:  # unsigned, unit-stride indices: a vectorized loop
-                    for j in range(jhi - jlo):
-                        drow[d0 + np.uint64(j)] += t[t0 + np.uint64(j)]
-                else:
-                    for j in range(jhi - jlo):
-                        drow[d0 + np.uint64(j * sw)] += t[t0 + np.uint64(j)]
+    ntasks = N * G
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                g = task % G
+                n = task // G
+                t = buf[numba.get_thread_id()]
+                acc = numba.carray(stack_empty(ACC, dout.dtype), (fb, vw))
+                xn = dout[n].reshape(-1)
+                for b in range(nb):
+                    wf = wpk[g, b].reshape(-1)
+                    for ch in range(nch):
+                        j0 = min(ch * vw, P - vw)  # the last chunk overlaps the one before (P >= vw)
+                        _tile_sums(fb, vw, acc, xn, wf, offq[g], 0, Fg, np.uint64(j0))
+                        for m in range(fb):
+                            base = (b * fb + m) * P + j0
+                            for u in range(vw):
+                                t[base + u] = acc[m, u]
+                plane = dx[n, g]
+                for h in range(H):
+                    for v in range(W):
+                        plane[h, v] = 0
+                for q in range(Q):
+                    a = q // KW
+                    e = q % KW
+                    jlo, jhi = columns_inside(e * dw - pl, sw, W, Wo)
+                    for i in range(Ho):
+                        h = i * sh + a * dh - pt
+                        if h < 0 or h >= H:
+                            continue
+                        drow = plane[h]
+                        t0 = np.uint64(q * P + i * Wo + jlo)
+                        d0 = np.uint64(jlo * sw + e * dw - pl)
+                        if sw == 1:  # unsigned, unit-stride indices: a vectorized loop
+                            for j in range(jhi - jlo):
+                                drow[d0 + np.uint64(j)] += t[t0 + np.uint64(j)]
+                        else:
+                            for j in range(jhi - jlo):
+                                drow[d0 + np.uint64(j * sw)] += t[t0 + np.uint64(j)]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _fold_f32(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl):
-    _fold_tiles(16, 16, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl)
+def _fold_f32(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr):
+    _fold_tiles(16, 16, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr)
 
 
 @kernel
-def _fold_f64(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl):
-    _fold_tiles(8, 16, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl)
+def _fold_f64(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr):
+    _fold_tiles(8, 16, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr)
 
 
 @kernel
-def _fold_f64_5x24(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl):
-    _fold_tiles(5, 24, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl)
+def _fold_f64_5x24(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr):
+    _fold_tiles(5, 24, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, pl, ctr)
 
 
 # the largest per-thread t of _fold_tiles (lenet's: 115 KB in float64): a core's L2, where the fold
@@ -783,7 +836,7 @@ def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarra
     buf = _thread_rows("fold", nb * fb * P, dout.dtype)
     dx = fresh((g.N, g.C, g.H, g.W), dout.dtype)
     launch(fn, dout.reshape(g.N, g.F, P), wpk, offq, dx, buf, Q, g.Ho, g.Wo, g.KW, g.sh, g.sw, g.dh,
-           g.dw, g.pt, g.pl)
+           g.dw, g.pt, g.pl, counter())
     return dx
 
 
@@ -792,7 +845,7 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
         # The tiles below multiply the weights by the zeros around dout: an infinite weight would
         # turn those into NaN where naive (and PyTorch) have none. A rare case: a slow, exact path.
         dx = fresh((g.N, g.C, g.H, g.W), dout.dtype)
-        launch(_dx_terms, dout, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl)
+        launch(_dx_terms, dout, w, dx, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, counter())
         return dx
     dtype = dout.dtype
     wt = transposed_kernel(w, g)
@@ -833,7 +886,7 @@ QB = 16  # taps (input channel, kh, kw) per dw tile
 
 
 @inline
-def _dw_tiles(mv, dT, xpk, offq, dwt, sh):
+def _dw_tiles(mv, dT, xpk, offq, dwt, sh, ctr):
     """dwt[g, mb, q, t] = sum_{n, i, j} dT[n, i, j, g*Mp + mb*mv + t] * xflat[n][offq[g, q] + i*sh*row + j]
 
     where xflat[n] is xpk[n] flattened and row is one packed input row (all phases). Each task owns one
@@ -842,48 +895,55 @@ def _dw_tiles(mv, dT, xpk, offq, dwt, sh):
     G, nmb, Q, _ = dwt.shape
     row = xpk.shape[3] * xpk.shape[4]
     nqb = Q // QB
-    for task in prange(G * nmb * nqb):
-        qb = task % nqb
-        r = task // nqb
-        mb = r % nmb
-        g = r // nmb
-        m0 = (g * nmb + mb) * mv
-        acc = numba.carray(stack_empty(ACC, xpk.dtype), (QB, mv))
-        xq = numba.carray(stack_empty(QB, xpk.dtype), (QB,))
-        for q in range(QB):
-            for t in range(mv):
-                acc[q, t] = 0
-        offs = offq[g, qb * QB : qb * QB + QB]
-        # Unsigned indices below skip numba's negative-index wraparound code, whose branches would keep
-        # LLVM from holding the tile in registers.
-        for n in range(N):
-            xn = xpk[n].reshape(-1)
-            dn = dT[n].reshape(-1)
-            for i in range(Ho):
-                pos = i * sh * row
-                for j in range(Wo):
-                    dbase = (i * Wo + j) * Fp + m0
-                    for q in range(QB):
-                        xq[q] = xn[np.uint64(offs[q] + pos + j)]
-                    # t outermost and q innermost: LLVM unrolls q and vectorizes t, as in _fwd_tiles
+    ntasks = G * nmb * nqb
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                qb = task % nqb
+                r = task // nqb
+                mb = r % nmb
+                g = r // nmb
+                m0 = (g * nmb + mb) * mv
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (QB, mv))
+                xq = numba.carray(stack_empty(QB, xpk.dtype), (QB,))
+                for q in range(QB):
                     for t in range(mv):
-                        d = dn[np.uint64(dbase + t)]
-                        for q in range(QB):
-                            acc[q, t] += xq[q] * d
-        out = dwt[g, mb, qb * QB : qb * QB + QB]
-        for q in range(QB):
-            for t in range(mv):
-                out[q, t] = acc[q, t]
+                        acc[q, t] = 0
+                offs = offq[g, qb * QB : qb * QB + QB]
+                # Unsigned indices below skip numba's negative-index wraparound code, whose branches
+                # would keep LLVM from holding the tile in registers.
+                for n in range(N):
+                    xn = xpk[n].reshape(-1)
+                    dn = dT[n].reshape(-1)
+                    for i in range(Ho):
+                        pos = i * sh * row
+                        for j in range(Wo):
+                            dbase = (i * Wo + j) * Fp + m0
+                            for q in range(QB):
+                                xq[q] = xn[np.uint64(offs[q] + pos + j)]
+                            # t outermost and q innermost: LLVM unrolls q and vectorizes t, as in _fwd_tiles
+                            for t in range(mv):
+                                d = dn[np.uint64(dbase + t)]
+                                for q in range(QB):
+                                    acc[q, t] += xq[q] * d
+                out = dwt[g, mb, qb * QB : qb * QB + QB]
+                for q in range(QB):
+                    for t in range(mv):
+                        out[q, t] = acc[q, t]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _dw_f32(dT, xpk, offq, dwt, sh):
-    _dw_tiles(16, dT, xpk, offq, dwt, sh)
+def _dw_f32(dT, xpk, offq, dwt, sh, ctr):
+    _dw_tiles(16, dT, xpk, offq, dwt, sh, ctr)
 
 
 @kernel
-def _dw_f64(dT, xpk, offq, dwt, sh):
-    _dw_tiles(8, dT, xpk, offq, dwt, sh)
+def _dw_f64(dT, xpk, offq, dwt, sh, ctr):
+    _dw_tiles(8, dT, xpk, offq, dwt, sh, ctr)
 
 
 _DW = {np.dtype(np.float32): (_dw_f32, 16), np.dtype(np.float64): (_dw_f64, 8)}
@@ -964,7 +1024,7 @@ def _dwp_step5(vw, xk, dn, acc, bx, bd, c1, c2, c3, c4, f1, f2, f3):
 
 
 @inline
-def _dwp_tiles(vw, pe, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
+def _dwp_tiles(vw, pe, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr):
     """part[s, g, fb, k, a, e, m] = sum over the images n of chunk s, rows i and columns j of
     dp[n, f, i, j] * xpk[n, g*K + k, i*sh + a*dh, colph[e], coloff[e] + j], f = g*Fg + fb*PF + m,
     with dp passed as (N, F*Ho*Wv) and xpk as (N*C, R*P*J): the kernel takes 1-D rows of 2-D arrays
@@ -984,71 +1044,78 @@ def _dwp_tiles(vw, pe, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, 
     neb = (KW + pe - 1) // pe
     njc = Wv // vw
     plane = Ho * Wv
-    for task in prange(S * G * nfb * K):
-        k = task % K
-        r = task // K
-        fb = r % nfb
-        r //= nfb
-        g = r % G
-        s = r // G
-        acc = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe, vw))
-        sums = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe,))
-        f0 = g * Fg + fb * PF
-        fl = g * Fg + min(Fg - 1, fb * PF + PF - 1)  # the last channel of the block in the group
-        f1 = np.uint64((min(f0 + 1, fl) - f0) * plane)
-        f2 = np.uint64((min(f0 + 2, fl) - f0) * plane)
-        f3 = np.uint64((min(f0 + 3, fl) - f0) * plane)
-        for a in range(KH):
-            for eb in range(neb):
-                e0 = eb * pe
-                e1, e2 = min(e0 + 1, KW - 1), min(e0 + 2, KW - 1)
-                e3, e4 = min(e0 + 3, KW - 1), min(e0 + 4, KW - 1)
-                cb = colph[e0] * J + coloff[e0]  # where tap e0's column 0 lies in a packed row
-                c1 = np.uint64(colph[e1] * J + coloff[e1] - cb)
-                c2 = np.uint64(colph[e2] * J + coloff[e2] - cb)
-                c3 = np.uint64(colph[e3] * J + coloff[e3] - cb)
-                c4 = np.uint64(colph[e4] * J + coloff[e4] - cb)
-                for u in range(PF * pe):
-                    for t in range(vw):
-                        acc[u, t] = 0
-                for n in range(s * nchunk, min(N, s * nchunk + nchunk)):
-                    xk = xpk[n * C + g * K + k]
-                    dn = dp[n]
-                    for i in range(Ho):
-                        xr = (i * sh + a * dh) * P * J + cb
-                        dr = f0 * plane + i * Wv
-                        for jc in range(njc):
-                            bx, bd = np.uint64(xr + jc * vw), np.uint64(dr + jc * vw)
-                            if pe == 4:  # a constant: one of the two is compiled
-                                _dwp_step(vw, xk, dn, acc, bx, bd, c1, c2, c3, f1, f2, f3)
-                            else:
-                                _dwp_step5(vw, xk, dn, acc, bx, bd, c1, c2, c3, c4, f1, f2, f3)
-                # the lanes' sums over the whole tile first: indexing the tile with the runtime
-                # bounds below kept it out of registers
-                for u in range(PF * pe):
-                    total = acc[u, 0]
-                    for t in range(1, vw):
-                        total += acc[u, t]
-                    sums[u] = total
-                out = part[s, g, fb, k, a]
-                for m in range(min(PF, Fg - fb * PF)):
-                    for u in range(min(pe, KW - e0)):
-                        out[e0 + u, m] = sums[m * pe + u]
+    ntasks = S * G * nfb * K
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                k = task % K
+                r = task // K
+                fb = r % nfb
+                r //= nfb
+                g = r % G
+                s = r // G
+                acc = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe, vw))
+                sums = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe,))
+                f0 = g * Fg + fb * PF
+                fl = g * Fg + min(Fg - 1, fb * PF + PF - 1)  # the last channel of the block in the group
+                f1 = np.uint64((min(f0 + 1, fl) - f0) * plane)
+                f2 = np.uint64((min(f0 + 2, fl) - f0) * plane)
+                f3 = np.uint64((min(f0 + 3, fl) - f0) * plane)
+                for a in range(KH):
+                    for eb in range(neb):
+                        e0 = eb * pe
+                        e1, e2 = min(e0 + 1, KW - 1), min(e0 + 2, KW - 1)
+                        e3, e4 = min(e0 + 3, KW - 1), min(e0 + 4, KW - 1)
+                        cb = colph[e0] * J + coloff[e0]  # where tap e0's column 0 lies in a packed row
+                        c1 = np.uint64(colph[e1] * J + coloff[e1] - cb)
+                        c2 = np.uint64(colph[e2] * J + coloff[e2] - cb)
+                        c3 = np.uint64(colph[e3] * J + coloff[e3] - cb)
+                        c4 = np.uint64(colph[e4] * J + coloff[e4] - cb)
+                        for u in range(PF * pe):
+                            for t in range(vw):
+                                acc[u, t] = 0
+                        for n in range(s * nchunk, min(N, s * nchunk + nchunk)):
+                            xk = xpk[n * C + g * K + k]
+                            dn = dp[n]
+                            for i in range(Ho):
+                                xr = (i * sh + a * dh) * P * J + cb
+                                dr = f0 * plane + i * Wv
+                                for jc in range(njc):
+                                    bx, bd = np.uint64(xr + jc * vw), np.uint64(dr + jc * vw)
+                                    if pe == 4:  # a constant: one of the two is compiled
+                                        _dwp_step(vw, xk, dn, acc, bx, bd, c1, c2, c3, f1, f2, f3)
+                                    else:
+                                        _dwp_step5(vw, xk, dn, acc, bx, bd, c1, c2, c3, c4, f1, f2, f3)
+                        # the lanes' sums over the whole tile first: indexing the tile with the runtime
+                        # bounds below kept it out of registers
+                        for u in range(PF * pe):
+                            total = acc[u, 0]
+                            for t in range(1, vw):
+                                total += acc[u, t]
+                            sums[u] = total
+                        out = part[s, g, fb, k, a]
+                        for m in range(min(PF, Fg - fb * PF)):
+                            for u in range(min(pe, KW - e0)):
+                                out[e0 + u, m] = sums[m * pe + u]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _dwp_f32(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
-    _dwp_tiles(16, 4, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J)
+def _dwp_f32(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr):
+    _dwp_tiles(16, 4, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr)
 
 
 @kernel
-def _dwp_f64(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
-    _dwp_tiles(8, 4, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J)
+def _dwp_f64(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr):
+    _dwp_tiles(8, 4, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr)
 
 
 @kernel
-def _dwp5_f32(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J):
-    _dwp_tiles(16, 5, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J)
+def _dwp5_f32(dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr):
+    _dwp_tiles(16, 5, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, P, J, ctr)
 
 
 # (kernel, lanes) by dtype and by kernel columns per tile. float32 takes 5 where that computes fewer
@@ -1086,7 +1153,7 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
     nfb = -(-g.Fg // PF)
     part = np.zeros((S, g.groups, nfb, g.Cg, g.KH, g.KW, PF), dtype)
     launch(fn, dp.reshape(g.N, -1), xpk.reshape(g.N * g.C, -1), part, g.sh, g.dh, colph, coloff, nchunk,
-           g.F, g.Ho, Wv, P, J)
+           g.F, g.Ho, Wv, P, J, counter())
     dw = part.sum(axis=0) if S > 1 else part[0]
     # (g, fb, k, a, e, m) -> (g, fb, m, k, a, e) -> (F, Cg, KH, KW)
     dw = dw.transpose(0, 1, 5, 2, 3, 4).reshape(g.groups, nfb * PF, g.Cg, g.KH, g.KW)[:, : g.Fg]
@@ -1094,7 +1161,7 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
 
 
 @inline
-def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
+def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
     """dwt[g, mb, kb, a, e, m, t] = sum_{n, i, j} dout[n, g*Fg + f, i*Wo + j]
     * xT[n, g, kb, i*sh + a*dh, colph[e], j + coloff[e], t], f = min(mb*fw + m, Fg - 1)
 
@@ -1114,56 +1181,63 @@ def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, W
     _, _, _, R, P, J, _ = xT.shape
     Fg = F // G
     ntask = (nmb + mper - 1) // mper
-    for task in prange(G * ntask):
-        g = task // ntask
-        mb0 = (task % ntask) * mper
-        acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
-        rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
-        for mb in range(mb0, min(nmb, mb0 + mper)):
-            dwt[g, mb] = 0
-        for n0 in range(0, N, nchunk):
-            for a in range(KH):
-                for e in range(KW):
-                    for mb in range(mb0, min(nmb, mb0 + mper)):
-                        for m in range(fw):  # where each output channel's row starts in an image
-                            rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
-                        for kb in range(nkb):
-                            for m in range(fw):
-                                for t in range(kv):
-                                    acc[m, t] = 0
-                            for n in range(n0, min(N, n0 + nchunk)):
-                                xn = xT[n, g, kb].reshape(-1)
-                                dn = dout[n].reshape(-1)
-                                for i in range(Ho):
-                                    xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * kv
-                                    dbase = np.uint64(i * Wo)
-                                    for j in range(Wo):
-                                        # unsigned indices: no wraparound code, the tile stays in
-                                        # registers
-                                        dj = dbase + np.uint64(j)
+    ntasks = G * ntask
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                g = task // ntask
+                mb0 = (task % ntask) * mper
+                acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
+                rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                for mb in range(mb0, min(nmb, mb0 + mper)):
+                    dwt[g, mb] = 0
+                for n0 in range(0, N, nchunk):
+                    for a in range(KH):
+                        for e in range(KW):
+                            for mb in range(mb0, min(nmb, mb0 + mper)):
+                                for m in range(fw):  # where each output channel's row starts in an image
+                                    rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
+                                for kb in range(nkb):
+                                    for m in range(fw):
                                         for t in range(kv):
-                                            xv = xn[np.uint64(xbase + j * kv + t)]
-                                            for m in range(fw):
-                                                acc[m, t] += dn[rows[m] + dj] * xv
-                            tile = dwt[g, mb, kb, a, e]
-                            for m in range(fw):
-                                for t in range(kv):
-                                    tile[m, t] += acc[m, t]
+                                            acc[m, t] = 0
+                                    for n in range(n0, min(N, n0 + nchunk)):
+                                        xn = xT[n, g, kb].reshape(-1)
+                                        dn = dout[n].reshape(-1)
+                                        for i in range(Ho):
+                                            xbase = (((i * sh + a * dh) * P + colph[e]) * J + coloff[e]) * kv
+                                            dbase = np.uint64(i * Wo)
+                                            for j in range(Wo):
+                                                # unsigned indices: no wraparound code, the tile stays in
+                                                # registers
+                                                dj = dbase + np.uint64(j)
+                                                for t in range(kv):
+                                                    xv = xn[np.uint64(xbase + j * kv + t)]
+                                                    for m in range(fw):
+                                                        acc[m, t] += dn[rows[m] + dj] * xv
+                                    tile = dwt[g, mb, kb, a, e]
+                                    for m in range(fw):
+                                        for t in range(kv):
+                                            tile[m, t] += acc[m, t]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _dwc_f32(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
-    _dwc_tiles(16, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
+def _dwc_f32(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
+    _dwc_tiles(16, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
 
 
 @kernel
-def _dwc_f64(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
-    _dwc_tiles(8, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
+def _dwc_f64(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
+    _dwc_tiles(8, 16, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
 
 
 @kernel
-def _dwc_f64_wide(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo):
-    _dwc_tiles(16, 8, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo)
+def _dwc_f64_wide(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
+    _dwc_tiles(16, 8, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
 
 
 # (kernel, input channels per tile (the vector), output channels per tile), widest first: a conv takes the
@@ -1180,7 +1254,7 @@ def _dwc_tiling(Cg: int, dtype: np.dtype) -> tuple | None:
 
 
 @inline
-def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper):
+def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper, ctr):
     """dwt[g, mb, kb, m, t] = sum_{n, p} dout[n, g*Fg + f, p] * x[n, g*Cg + kb*kv + t, p] for a pointwise
     conv (x as (N, C, P)), f = min(mb*fw + m, Fg - 1), x's channels past Cg read as zeros: _dwc_tiles
     without the separate transposing pass.
@@ -1194,84 +1268,98 @@ def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper):
     G, nmb, nkb = dwt.shape[0], dwt.shape[1], dwt.shape[2]
     Fg, Cg = F // G, C // G
     ntask = (nkb + kper - 1) // kper
-    for task in prange(G * ntask):
-        g = task // ntask
-        kb0 = (task % ntask) * kper
-        kb1 = min(nkb, kb0 + kper)
-        bf = buf[numba.get_thread_id()]
-        acc = numba.carray(stack_empty(ACC, x.dtype), (fw, kv))
-        rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
-        for mb in range(nmb):
-            for kb in range(kb0, kb1):
-                dwt[g, mb, kb] = 0
-        for n0 in range(0, N, nchunk):
-            n1 = min(N, n0 + nchunk)
-            for n in range(n0, n1):  # bf[n - n0, kb - kb0, p, t] = x[n, g*Cg + kb*kv + t, p]
-                for kb in range(kb0, kb1):
-                    blk = bf[((n - n0) * kper + kb - kb0) * P * kv:]
-                    for t in range(kv):
-                        c = kb * kv + t
-                        if c < Cg:
-                            xr = x[n, g * Cg + c]
-                            for p in range(P):
-                                blk[p * kv + t] = xr[p]
-                        else:
-                            for p in range(P):
-                                blk[p * kv + t] = 0
-            for mb in range(nmb):
-                for m in range(fw):
-                    rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
-                for kb in range(kb0, kb1):
-                    for m in range(fw):
-                        for t in range(kv):
-                            acc[m, t] = 0
-                    for n in range(n0, n1):
-                        xn = bf[((n - n0) * kper + kb - kb0) * P * kv:]
-                        dn = dout[n].reshape(-1)
-                        for p in range(P):
-                            pp = np.uint64(p)
+    ntasks = G * ntask
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                g = task // ntask
+                kb0 = (task % ntask) * kper
+                kb1 = min(nkb, kb0 + kper)
+                bf = buf[numba.get_thread_id()]
+                acc = numba.carray(stack_empty(ACC, x.dtype), (fw, kv))
+                rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                for mb in range(nmb):
+                    for kb in range(kb0, kb1):
+                        dwt[g, mb, kb] = 0
+                for n0 in range(0, N, nchunk):
+                    n1 = min(N, n0 + nchunk)
+                    for n in range(n0, n1):  # bf[n - n0, kb - kb0, p, t] = x[n, g*Cg + kb*kv + t, p]
+                        for kb in range(kb0, kb1):
+                            blk = bf[((n - n0) * kper + kb - kb0) * P * kv:]
                             for t in range(kv):
-                                xv = xn[np.uint64(p * kv + t)]
-                                for m in range(fw):
-                                    acc[m, t] += dn[rows[m] + pp] * xv
-                    tile = dwt[g, mb, kb]
-                    for m in range(fw):
-                        for t in range(kv):
-                            tile[m, t] += acc[m, t]
+                                c = kb * kv + t
+                                if c < Cg:
+                                    xr = x[n, g * Cg + c]
+                                    for p in range(P):
+                                        blk[p * kv + t] = xr[p]
+                                else:
+                                    for p in range(P):
+                                        blk[p * kv + t] = 0
+                    for mb in range(nmb):
+                        for m in range(fw):
+                            rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
+                        for kb in range(kb0, kb1):
+                            for m in range(fw):
+                                for t in range(kv):
+                                    acc[m, t] = 0
+                            for n in range(n0, n1):
+                                xn = bf[((n - n0) * kper + kb - kb0) * P * kv:]
+                                dn = dout[n].reshape(-1)
+                                for p in range(P):
+                                    pp = np.uint64(p)
+                                    for t in range(kv):
+                                        xv = xn[np.uint64(p * kv + t)]
+                                        for m in range(fw):
+                                            acc[m, t] += dn[rows[m] + pp] * xv
+                            tile = dwt[g, mb, kb]
+                            for m in range(fw):
+                                for t in range(kv):
+                                    tile[m, t] += acc[m, t]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _pwdw_f32(dout, x, dwt, buf, nchunk, kper):
-    _pwdw_tiles(16, 16, dout, x, dwt, buf, nchunk, kper)
+def _pwdw_f32(dout, x, dwt, buf, nchunk, kper, ctr):
+    _pwdw_tiles(16, 16, dout, x, dwt, buf, nchunk, kper, ctr)
 
 
 @kernel
-def _pwdw_f64(dout, x, dwt, buf, nchunk, kper):
-    _pwdw_tiles(16, 8, dout, x, dwt, buf, nchunk, kper)
+def _pwdw_f64(dout, x, dwt, buf, nchunk, kper, ctr):
+    _pwdw_tiles(16, 8, dout, x, dwt, buf, nchunk, kper, ctr)
 
 
 _PWDW = {_dwc_f32: _pwdw_f32, _dwc_f64_wide: _pwdw_f64}
 
 
 @kernel
-def _channels_last(src, dst):
+def _channels_last(src, dst, ctr):
     """dst[n, g, a, b, k] = src[n, g, k, a, b] for k < K, and 0 for K <= k < Kp (tiles padded with
     zero channels). dst may be a strided view. One task per (n, g, a) owns dst[n, g, a]."""
     N, G, K, A, B = src.shape
     Kp = dst.shape[4]
-    for task in prange(N * G * A):
-        a = task % A
-        r = task // A
-        g = r % G
-        n = r // G
-        out = dst[n, g, a]
-        for b in range(B):
-            for k in range(K, Kp):
-                out[b, k] = 0
-        for k in range(K):
-            row = src[n, g, k, a]
-            for b in range(B):
-                out[b, k] = row[b]
+    ntasks = N * G * A
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                a = task % A
+                r = task // A
+                g = r % G
+                n = r // G
+                out = dst[n, g, a]
+                for b in range(B):
+                    for k in range(K, Kp):
+                        out[b, k] = 0
+                for k in range(K):
+                    row = src[n, g, k, a]
+                    for b in range(B):
+                        out[b, k] = row[b]
+            claimed = claim(ctr, run)
 
 
 TB = 16  # side of the square tiles the channel-block copies transpose through (at least any block width)
@@ -1279,75 +1367,89 @@ TB2 = TB * TB  # their elements (a literal for stack_empty)
 
 
 @kernel
-def _to_blocks(src, dst):
+def _to_blocks(src, dst, ctr):
     """dst[n, g, b, s, t] = src[n, g, b*bw + t, s], or 0 where b*bw + t >= K. One task per (n, g, b)
     owns dst[n, g, b]. Through TB x TB tiles on the stack: rows read and written as contiguous runs
     (element by element, the strided stores ran at half the speed of a copy)."""
     N, G, K, S = src.shape
     nblk, bw = dst.shape[2], dst.shape[4]
-    for task in prange(N * G * nblk):
-        b = task % nblk
-        r = task // nblk
-        g = r % G
-        n = r // G
-        out = dst[n, g, b]
-        tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
-        kmax = min(bw, K - b * bw)
-        for s0 in range(0, S, TB):
-            sn = min(TB, S - s0)
-            for t in range(bw):
-                if t < kmax:
-                    row = src[n, g, b * bw + t, s0:]
+    ntasks = N * G * nblk
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                b = task % nblk
+                r = task // nblk
+                g = r % G
+                n = r // G
+                out = dst[n, g, b]
+                tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
+                kmax = min(bw, K - b * bw)
+                for s0 in range(0, S, TB):
+                    sn = min(TB, S - s0)
+                    for t in range(bw):
+                        if t < kmax:
+                            row = src[n, g, b * bw + t, s0:]
+                            for u in range(sn):
+                                tile[t, u] = row[u]
+                        else:
+                            for u in range(sn):
+                                tile[t, u] = 0
                     for u in range(sn):
-                        tile[t, u] = row[u]
-                else:
-                    for u in range(sn):
-                        tile[t, u] = 0
-            for u in range(sn):
-                orow = out[s0 + u]
-                for t in range(bw):
-                    orow[t] = tile[t, u]
+                        orow = out[s0 + u]
+                        for t in range(bw):
+                            orow[t] = tile[t, u]
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _pack_blocks(src, dst, row0, col0, sw):
+def _pack_blocks(src, dst, row0, col0, sw, ctr):
     """dst[n, g, b, r, p, j, t] = src[n, g*K + b*bw + t, r - row0, j*sw + p - col0], zero outside src
     and for channels b*bw + t >= K: _pack and _to_blocks in one pass, through TB x TB tiles as
     _to_blocks. One task per (n, g, b, r) owns dst[n, g, b, r]."""
     N, G, nblk, R, P, J, bw = dst.shape
     H, W = src.shape[2], src.shape[3]
     K = src.shape[1] // G
-    for task in prange(N * G * nblk * R):
-        r = task % R
-        q = task // R
-        b = q % nblk
-        q //= nblk
-        g = q % G
-        n = q // G
-        d = dst[n, g, b, r]
-        h = r - row0
-        if h < 0 or h >= H:
-            d[...] = 0
-            continue
-        tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
-        kmax = min(bw, K - b * bw)
-        for p in range(P):
-            jlo, jhi = columns_inside(p - col0, sw, W, J)
-            for j0 in range(0, J, TB):
-                jn = min(TB, J - j0)
-                for t in range(bw):
-                    if t < kmax:
-                        srow = src[n, g * K + b * bw + t, h]
+    ntasks = N * G * nblk * R
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                r = task % R
+                q = task // R
+                b = q % nblk
+                q //= nblk
+                g = q % G
+                n = q // G
+                d = dst[n, g, b, r]
+                h = r - row0
+                if h < 0 or h >= H:
+                    d[...] = 0
+                    continue
+                tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
+                kmax = min(bw, K - b * bw)
+                for p in range(P):
+                    jlo, jhi = columns_inside(p - col0, sw, W, J)
+                    for j0 in range(0, J, TB):
+                        jn = min(TB, J - j0)
+                        for t in range(bw):
+                            if t < kmax:
+                                srow = src[n, g * K + b * bw + t, h]
+                                for u in range(jn):
+                                    j = j0 + u
+                                    tile[t, u] = srow[j * sw + p - col0] if jlo <= j < jhi else 0
+                            else:
+                                for u in range(jn):
+                                    tile[t, u] = 0
                         for u in range(jn):
-                            j = j0 + u
-                            tile[t, u] = srow[j * sw + p - col0] if jlo <= j < jhi else 0
-                    else:
-                        for u in range(jn):
-                            tile[t, u] = 0
-                for u in range(jn):
-                    orow = d[p, j0 + u]
-                    for t in range(bw):
-                        orow[t] = tile[t, u]
+                            orow = d[p, j0 + u]
+                            for t in range(bw):
+                                orow[t] = tile[t, u]
+            claimed = claim(ctr, run)
 
 
 def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndarray:
@@ -1358,7 +1460,7 @@ def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndar
     nblk, size = -(-K // bw), int(np.prod(rest))
     shape = (N, groups, nblk, size, bw)
     dst = scratch(name, int(np.prod(shape)), src.dtype).reshape(shape)
-    launch(_to_blocks, src.reshape(N, groups, K, size), dst)
+    launch(_to_blocks, src.reshape(N, groups, K, size), dst, counter())
     return dst.reshape(N, groups, nblk, *rest, bw)
 
 
@@ -1369,7 +1471,8 @@ def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarra
     nmb = -(-g.Fg // mv)
     shape = (g.N, g.Ho, g.Wo, g.groups, nmb * mv)
     dT = scratch("dout", int(np.prod(shape)), dout.dtype).reshape(shape)
-    launch(_channels_last, dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo), dT.transpose(0, 3, 1, 2, 4))
+    launch(_channels_last, dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo), dT.transpose(0, 3, 1, 2, 4),
+           counter())
     return dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
 
 
@@ -1388,12 +1491,19 @@ def _row_stride(plane: int, itemsize: int, rows: int) -> int:
 
 
 @kernel
-def _copy_rows(src, dst):
+def _copy_rows(src, dst, ctr):
     """dst[n, f, :P] = src[n, f] for src (N, F, P): one task per (n, f)."""
     N, F, P = src.shape
-    for task in prange(N * F):
-        n, f = task // F, task % F
-        dst[n, f, :P] = src[n, f]
+    ntasks = N * F
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for task in range(claimed, min(ntasks, claimed + run)):
+                n, f = task // F, task % F
+                dst[n, f, :P] = src[n, f]
+            claimed = claim(ctr, run)
 
 
 def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
@@ -1404,7 +1514,7 @@ def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
     if stride == plane:
         return np.ascontiguousarray(dout).reshape(N, F, plane)
     dst = scratch("dout", N * F * stride, dout.dtype).reshape(N, F, stride)
-    launch(_copy_rows, np.ascontiguousarray(dout).reshape(N, F, plane), dst)
+    launch(_copy_rows, np.ascontiguousarray(dout).reshape(N, F, plane), dst, counter())
     return dst
 
 
@@ -1417,15 +1527,16 @@ def _conv_dw_pointwise(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
     nkb, nmb = -(-g.Cg // kv), -(-g.Fg // mb)
     dc = _dout_rows(dout, mb)
     dwt = np.empty((g.groups, nmb, nkb, mb, kv), x.dtype)
-    ntask = max(1, min(nkb, -(-get_num_threads() // g.groups)))
+    ntask = max(1, min(nkb, -(-DW_TASKS_PER_THREAD * get_num_threads() // g.groups)))
     kper = -(-nkb // ntask)
     nchunk = _dw_chunk(g, P, nmb * mb, nkb * kv, x.dtype)  # as _conv_dw_channels: the same sums
     buf = _thread_rows("pwdw", nchunk * kper * P * kv, x.dtype)
-    launch(_PWDW[fn], dc, np.ascontiguousarray(x).reshape(g.N, g.C, P), dwt, buf, nchunk, kper)
+    launch(_PWDW[fn], dc, np.ascontiguousarray(x).reshape(g.N, g.C, P), dwt, buf, nchunk, kper, counter())
     dw = dwt.transpose(0, 1, 3, 2, 4).reshape(g.groups, nmb * mb, nkb * kv)
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, 1, 1))
 
 
+DW_TASKS_PER_THREAD = 1  # channel-vector dw tasks per thread: more would each re-read the input
 DW_CHUNK_BYTES = 1 << 20  # a chunk of images of the channel-vector dw: about half of this machine's L2
 
 
@@ -1451,17 +1562,17 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     # the input padded, its columns split by phase as _pack does, and in channel blocks
     shape = (g.N, g.groups, nkb, R, P, J, kv)
     xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
-    launch(_pack_blocks, x, xT, g.pt, g.pl, g.sw)
+    launch(_pack_blocks, x, xT, g.pt, g.pl, g.sw, counter())
     nmb = -(-g.Fg // mb)
     dc = _dout_rows(dout, mb)
     dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, mb, kv), dtype)
     # Output-channel blocks per task: one task per thread (each task reads every input chunk, so fewer
     # tasks read less; numba splits the tasks statically, so more of them would not balance the threads
     # either): 1.03-1.2x over four per thread on the suite's layers, both dtypes.
-    ntask = max(1, min(nmb, -(-get_num_threads() // g.groups)))
+    ntask = max(1, min(nmb, -(-DW_TASKS_PER_THREAD * get_num_threads() // g.groups)))
     mper = -(-nmb // ntask)
     nchunk = _dw_chunk(g, R * P * J, nmb * mb, nkb * kv, dtype)
-    launch(fn, dc, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper, g.Ho, g.Wo)
+    launch(fn, dc, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper, g.Ho, g.Wo, counter())
     # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
     dw = dwt.transpose(0, 1, 5, 2, 6, 3, 4).reshape(g.groups, nmb * mb, nkb * kv, g.KH, g.KW)
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, g.KH, g.KW))
@@ -1493,7 +1604,7 @@ def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     nmb = -(-g.Fg // mv)
     dT = _dout_channels_last(dout, g, mv)
     dwt = np.empty((g.groups, nmb, nq, mv), dtype)
-    launch(fn, dT, xpk, offq, dwt, g.sh)
+    launch(fn, dT, xpk, offq, dwt, g.sh, counter())
     dw = dwt[:, :, :Q, :].transpose(0, 1, 3, 2).reshape(g.groups, nmb * mv, Q)[:, : g.Fg]
     return np.ascontiguousarray(dw.reshape(g.F, g.Cg, g.KH, g.KW))
 
@@ -1520,19 +1631,26 @@ def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
 
 
 @kernel
-def _channel_sums(dout, db):
+def _channel_sums(dout, db, ctr):
     """db[f] = sum of dout[:, f]: each image's plane summed (vectorized), those sums added in image
     order. One task per channel: the order does not depend on the thread count."""
     N, F = dout.shape[0], dout.shape[1]
-    for f in prange(F):
-        total = dout.dtype.type(0)
-        for n in range(N):
-            plane = dout[n, f].reshape(-1)
-            s = dout.dtype.type(0)
-            for j in range(plane.size):
-                s += plane[j]
-            total += s
-        db[f] = total
+    ntasks = F
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for f in range(claimed, min(ntasks, claimed + run)):
+                total = dout.dtype.type(0)
+                for n in range(N):
+                    plane = dout[n, f].reshape(-1)
+                    s = dout.dtype.type(0)
+                    for j in range(plane.size):
+                        s += plane[j]
+                    total += s
+                db[f] = total
+            claimed = claim(ctr, run)
 
 
 def conv2d_bias_grad(dout: np.ndarray) -> np.ndarray:
@@ -1541,7 +1659,7 @@ def conv2d_bias_grad(dout: np.ndarray) -> np.ndarray:
     if dout.size < 1 << 16:
         return sum_bias_grad(dout)
     db = np.empty(dout.shape[1], dout.dtype)
-    launch(_channel_sums, np.ascontiguousarray(dout), db)
+    launch(_channel_sums, np.ascontiguousarray(dout), db, counter())
     return db
 
 

@@ -17,7 +17,7 @@ from numba import prange
 from .._params import PoolGeometry
 from .._quiet import quiet as _quiet
 from .._workspace import fresh
-from ._numba import inline, kernel, launch
+from ._numba import claim, claim_step, counter, inline, kernel, launch
 
 
 def _ow_ranges(g: PoolGeometry) -> np.ndarray:
@@ -107,21 +107,28 @@ def _zero_rows(dplane, done, upto):
 
 
 @kernel
-def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
+def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges, ctr):
     N, C, H, W = x.shape
     Ho = out.shape[2]
     lo, hi = ranges[0], ranges[1]
-    for p in prange(N * C):
-        n, c = p // C, p % C
-        plane = x[n, c]
-        for i in range(Ho):
-            orow = out[n, c, i]
-            orow[:] = -np.inf
-            _each_tap(MAX, plane, orow, orow, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for p in range(claimed, min(ntasks, claimed + run)):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                for i in range(Ho):
+                    orow = out[n, c, i]
+                    orow[:] = -np.inf
+                    _each_tap(MAX, plane, orow, orow, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
+def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges, ctr):
     N, C, H, W = x.shape
     Ho, Wo = dout.shape[2], dout.shape[3]
     lo, hi = ranges[0], ranges[1]
@@ -135,28 +142,35 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges):
     # one row of scratch per task, allocated here rather than inside the parallel loop
     best_rows = np.empty((N * C, Wo), x.dtype)
     tap_rows = np.empty((N * C, Wo), x.dtype)
-    for p in prange(N * C):
-        n, c = p // C, p % C
-        plane = x[n, c]
-        dplane = dx[n, c]
-        done = 0  # rows of dplane zeroed so far
-        best = best_rows[p]
-        tap = tap_rows[p]
-        for i in range(Ho):
-            # Pass 1: each window's maximum (NaN winning), as in the forward pass.
-            best[:] = -np.inf
-            _each_tap(MAX, plane, best, best, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
-            # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the input
-            # (possible with dilation) keeps tap -1: output -inf, no gradient.
-            tap[:] = -1
-            _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
-            grow = dout[n, c, i]
-            done = _zero_rows(dplane, done, min(H, i * sh + (KH - 1) * dh - ph + 1))
-            for j in range(Wo):
-                k = int(tap[j])
-                if k >= 0:
-                    dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
-        _zero_rows(dplane, done, H)  # rows below every window
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for p in range(claimed, min(ntasks, claimed + run)):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                dplane = dx[n, c]
+                done = 0  # rows of dplane zeroed so far
+                best = best_rows[p]
+                tap = tap_rows[p]
+                for i in range(Ho):
+                    # Pass 1: each window's maximum (NaN winning), as in the forward pass.
+                    best[:] = -np.inf
+                    _each_tap(MAX, plane, best, best, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+                    # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the
+                    # input (possible with dilation) keeps tap -1: output -inf, no gradient.
+                    tap[:] = -1
+                    _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+                    grow = dout[n, c, i]
+                    done = _zero_rows(dplane, done, min(H, i * sh + (KH - 1) * dh - ph + 1))
+                    for j in range(Wo):
+                        k = int(tap[j])
+                        if k >= 0:
+                            dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
+                _zero_rows(dplane, done, H)  # rows below every window
+            claimed = claim(ctr, run)
 
 
 def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: bool) -> np.ndarray:
@@ -170,60 +184,74 @@ def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: b
 
 
 @kernel
-def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
+def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges, ctr):
     N, C, H, W = x.shape
     Ho, Wo = out.shape[2], out.shape[3]
     lo, hi = ranges[0], ranges[1]
-    for p in prange(N * C):
-        n, c = p // C, p % C
-        plane = x[n, c]
-        for i in range(Ho):
-            orow = out[n, c, i]
-            orow[:] = 0
-            _each_tap(SUM, plane, orow, orow, i, sh, sw, ph, pw, 1, 1, KH, KW, lo, hi)
-            for j in range(Wo):
-                orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for p in range(claimed, min(ntasks, claimed + run)):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                for i in range(Ho):
+                    orow = out[n, c, i]
+                    orow[:] = 0
+                    _each_tap(SUM, plane, orow, orow, i, sh, sw, ph, pw, 1, 1, KH, KW, lo, hi)
+                    for j in range(Wo):
+                        orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
+            claimed = claim(ctr, run)
 
 
 @kernel
-def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges):
+def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges, ctr):
     N, C, H, W = dx.shape
     zero = dx.dtype.type(0)
     Ho, Wo = dout.shape[2], dout.shape[3]
     lo, hi = ranges[0], ranges[1]
     share_rows = np.empty((N * C, Wo), dx.dtype)  # one row per task, allocated outside the loop
-    for p in prange(N * C):
-        n, c = p // C, p % C
-        dplane = dx[n, c]
-        done = 0  # rows of dplane zeroed so far
-        share = share_rows[p]
-        for i in range(Ho):
-            grow = dout[n, c, i]
-            for j in range(Wo):
-                share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
-            done = _zero_rows(dplane, done, min(H, i * sh + KH - ph))
-            for a in range(KH):
-                ih = i * sh + a - ph
-                if ih < 0 or ih >= H:
-                    continue
-                drow = dplane[ih]
-                for e in range(KW):
-                    off = e - pw
-                    _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
-        _zero_rows(dplane, done, H)  # rows below every window
+    ntasks = N * C
+    nthreads = ctr[1]
+    run = claim_step(ntasks, nthreads)
+    for _ in prange(nthreads):  # one iteration per thread, each claiming runs of tasks
+        claimed = claim(ctr, run)
+        while claimed < ntasks:
+            for p in range(claimed, min(ntasks, claimed + run)):
+                n, c = p // C, p % C
+                dplane = dx[n, c]
+                done = 0  # rows of dplane zeroed so far
+                share = share_rows[p]
+                for i in range(Ho):
+                    grow = dout[n, c, i]
+                    for j in range(Wo):
+                        share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
+                    done = _zero_rows(dplane, done, min(H, i * sh + KH - ph))
+                    for a in range(KH):
+                        ih = i * sh + a - ph
+                        if ih < 0 or ih >= H:
+                            continue
+                        drow = dplane[ih]
+                        for e in range(KW):
+                            off = e - pw
+                            _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
+                _zero_rows(dplane, done, H)  # rows below every window
+            claimed = claim(ctr, run)
 
 
 @_quiet
 def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
-    launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
+    launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g), counter())
     return out
 
 
 @_quiet
 def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = fresh(x.shape, x.dtype)
-    launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g))
+    launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, _ow_ranges(g), counter())
     return dx
 
 
@@ -238,7 +266,7 @@ def _counts(g: PoolGeometry) -> tuple[np.ndarray, np.ndarray]:
 def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
     hcnt, wcnt = _counts(g)
-    launch(_avg_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
+    launch(_avg_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g), counter())
     return out
 
 
@@ -246,5 +274,5 @@ def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
 def avg_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = fresh(x.shape, x.dtype)
     hcnt, wcnt = _counts(g)
-    launch(_avg_bwd, dout, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g))
+    launch(_avg_bwd, dout, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, hcnt, wcnt, _ow_ranges(g), counter())
     return dx
