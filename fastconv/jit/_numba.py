@@ -110,47 +110,59 @@ def stack_empty(typingctx: Any, size: Any, dtype: Any) -> Any:
 # ------------------------------------------------------------------------------- dynamic task claiming
 # numba's parallel loops split their iterations into one equal, contiguous share per thread. When another
 # process takes part of one core (as on these shared machines), the whole call waits for the thread on
-# that core: measured here, the float64 pw forward split its 32 images 20/12 when claimed dynamically and
-# ran 1.9x faster than with equal shares. The kernels below therefore run one loop iteration per thread,
-# and each thread claims runs of tasks from a shared counter until none are left. Which thread runs a
-# task never changes what it computes: every task writes only what it owns, so results stay bitwise
+# that core: measured here, the float64 pw forward split its 32 images 20/12 when they were claimed from
+# one shared counter, and ran 1.9x faster than with equal shares. So the kernels run one loop iteration
+# per thread, and each thread claims runs of tasks from the front of its own equal share (the same tasks
+# numba's split would give it, in order, so consecutive kernels find their data in the same core's
+# cache), then from the other threads' shares until none are left. A task is claimed exactly once,
+# by whichever thread reaches it first; every task writes only what it owns, so results stay bitwise
 # identical for any thread count and any schedule.
 
-COUNTER_SIZE = 16  # int64 elements: the counter and the rest of its 128 bytes, so no other data shares it
+SLOT = 16  # int64 elements per share's counter: 128 bytes, so no two counters share a cache line (pair)
 
 
 def counter() -> np.ndarray:
-    """A fresh task counter for one kernel call (never shared between calls, so concurrent calls from
-    several Python threads each get their own): ctr[0] counts claimed tasks, ctr[1] is the number of
-    threads the call runs on (read here: numba.get_num_threads() inside a kernel would keep it out of the
-    disk cache). Were it wrong, results would not change, only the speed: a thread given two loop
-    iterations claims in both, and every task is claimed exactly once."""
-    ctr = np.zeros(COUNTER_SIZE, np.int64)
+    """The task counters of one kernel call, fresh (never shared between calls, so concurrent calls from
+    several Python threads each get their own): ctr[1] is the number of threads the call runs on, read
+    here (numba.get_num_threads() inside a kernel would keep it out of the disk cache), and
+    ctr[SLOT * (s + 1)] counts the tasks claimed from share s. Were ctr[1] wrong, results would not
+    change, only the speed: every share is drained by whichever threads reach it."""
     n = _threads.current()
-    ctr[1] = n if n is not None else numba.get_num_threads()
+    n = n if n is not None else numba.get_num_threads()
+    ctr = np.zeros(SLOT * (n + 1), np.int64)
+    ctr[1] = n
     return ctr
 
 
 @intrinsic
-def claim(typingctx: Any, ctr: Any, count: Any) -> Any:
-    """Atomically add count to ctr[0] and return its previous value: the first of count tasks claimed."""
-    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64 and isinstance(count, types.Integer)):
+def claim(typingctx: Any, ctr: Any, slot: Any, count: Any) -> Any:
+    """Atomically add count to share slot's counter and return its previous value: the first of count
+    tasks claimed, counted from the share's start."""
+    if not (isinstance(ctr, types.Array) and ctr.dtype == types.int64 and isinstance(slot, types.Integer)
+            and isinstance(count, types.Integer)):
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(types.intp, 0)],
-                                       wraparound=False)
-        val = context.cast(builder, args[1], signature.args[1], types.int64)
+        slot = context.cast(builder, args[1], signature.args[1], types.intp)
+        one = context.get_constant(types.intp, 1)
+        index = builder.mul(builder.add(slot, one), context.get_constant(types.intp, SLOT))
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [index], wraparound=False)
+        val = context.cast(builder, args[2], signature.args[2], types.int64)
         return builder.atomic_rmw("add", ptr, val, "monotonic")
 
-    return types.int64(ctr, count), codegen
+    return types.int64(ctr, slot, count), codegen
+
+
+@inline
+def task_share(ntask: int, nshares: int, s: int) -> tuple[int, int]:
+    """Tasks [lo, hi) of share s of nshares equal, contiguous shares (numba's own split)."""
+    return s * ntask // nshares, (s + 1) * ntask // nshares
 
 
 @inline
 def claim_step(ntask: int, nthreads: int) -> int:
-    """Tasks claimed at a time: about 16 runs per thread, so a thread that falls behind leaves at most
-    a 16th of its share to wait for, while the counter is touched rarely and each thread still walks
-    long runs of consecutive tasks (which the kernels order for cache reuse)."""
+    """Tasks claimed at a time: about 16 runs per share, so a thread that falls behind leaves at most a
+    16th of its share to the others, while each counter is touched rarely."""
     return max(1, ntask // (16 * max(1, nthreads)))
