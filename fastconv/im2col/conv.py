@@ -40,7 +40,7 @@ from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
 from .._registry import conv_backward
 from .._workspace import fresh, scratch
-from ..jit._numba import claim, claim_step, counter, kernel, launch, task_share
+from ..jit._numba import claims_next, claims_start, counter, kernel, launch
 from ..jit.conv import columns_inside, dx_phases, phase_kernel, transposed_kernel
 
 MIN_BUDGET = 64 << 20  # bytes
@@ -61,46 +61,40 @@ def _unfold_rows(x, xe, n0, sh, sw, dh, dw, pt, pl, images_inner, ctr):
     H, W = x.shape[2], x.shape[3]
     dst = xe.reshape(-1)
     ntasks = B * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    b, c = task // C, task % C
-                    src = x[n0 + b, c].reshape(-1)
-                    for e in range(KW):
-                        col0 = e * dw - pl  # the input column of j = 0
-                        jlo, jhi = columns_inside(col0, sw, W, J)
-                        nj = jhi - jlo
-                        for rp in range(SH):
-                            if images_inner:
-                                first = (((c * KW + e) * SH + rp) * B + b) * R
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                b, c = task // C, task % C
+                src = x[n0 + b, c].reshape(-1)
+                for e in range(KW):
+                    col0 = e * dw - pl  # the input column of j = 0
+                    jlo, jhi = columns_inside(col0, sw, W, J)
+                    nj = jhi - jlo
+                    for rp in range(SH):
+                        if images_inner:
+                            first = (((c * KW + e) * SH + rp) * B + b) * R
+                        else:
+                            first = (((b * C + c) * KW + e) * SH + rp) * R
+                        for r in range(R):
+                            o = np.uint64((first + r) * J)
+                            h = r * sh + rp - pt
+                            if h < 0 or h >= H:
+                                for j in range(J):
+                                    dst[o + np.uint64(j)] = 0
+                                continue
+                            for j in range(jlo):
+                                dst[o + np.uint64(j)] = 0
+                            o1 = o + np.uint64(jlo)
+                            i = np.uint64(h * W + jlo * sw + col0)
+                            if sw == 1:
+                                for j in range(nj):
+                                    dst[o1 + np.uint64(j)] = src[i + np.uint64(j)]
                             else:
-                                first = (((b * C + c) * KW + e) * SH + rp) * R
-                            for r in range(R):
-                                o = np.uint64((first + r) * J)
-                                h = r * sh + rp - pt
-                                if h < 0 or h >= H:
-                                    for j in range(J):
-                                        dst[o + np.uint64(j)] = 0
-                                    continue
-                                for j in range(jlo):
-                                    dst[o + np.uint64(j)] = 0
-                                o1 = o + np.uint64(jlo)
-                                i = np.uint64(h * W + jlo * sw + col0)
-                                if sw == 1:
-                                    for j in range(nj):
-                                        dst[o1 + np.uint64(j)] = src[i + np.uint64(j)]
-                                else:
-                                    for j in range(nj):
-                                        dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
-                                for j in range(jhi, J):
-                                    dst[o + np.uint64(j)] = 0
-                claimed = vlo + claim(ctr, vslot, run)
+                                for j in range(nj):
+                                    dst[o1 + np.uint64(j)] = src[i + np.uint64(j * sw)]
+                            for j in range(jhi, J):
+                                dst[o + np.uint64(j)] = 0
 
 
 @kernel
@@ -111,34 +105,28 @@ def _fold_rows(dxe, dx, n0, a, sh, sw, dh, dw, pt, pl, ctr):
     B, C, KW, Ho, Wo = dxe.shape
     H, W = dx.shape[2], dx.shape[3]
     ntasks = B * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    b, c = task // C, task % C
-                    src = dxe[b, c].reshape(-1)
-                    dst = dx[n0 + b, c].reshape(-1)
-                    for e in range(KW):
-                        col0 = e * dw - pl  # the input column of j = 0
-                        jlo, jhi = columns_inside(col0, sw, W, Wo)
-                        for i in range(Ho):
-                            h = i * sh + a * dh - pt
-                            if h < 0 or h >= H:
-                                continue
-                            o = np.uint64((e * Ho + i) * Wo + jlo)
-                            d = np.uint64(h * W + jlo * sw + col0)
-                            if sw == 1:
-                                for j in range(jhi - jlo):
-                                    dst[d + np.uint64(j)] += src[o + np.uint64(j)]
-                            else:
-                                for j in range(jhi - jlo):
-                                    dst[d + np.uint64(j * sw)] += src[o + np.uint64(j)]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                b, c = task // C, task % C
+                src = dxe[b, c].reshape(-1)
+                dst = dx[n0 + b, c].reshape(-1)
+                for e in range(KW):
+                    col0 = e * dw - pl  # the input column of j = 0
+                    jlo, jhi = columns_inside(col0, sw, W, Wo)
+                    for i in range(Ho):
+                        h = i * sh + a * dh - pt
+                        if h < 0 or h >= H:
+                            continue
+                        o = np.uint64((e * Ho + i) * Wo + jlo)
+                        d = np.uint64(h * W + jlo * sw + col0)
+                        if sw == 1:
+                            for j in range(jhi - jlo):
+                                dst[d + np.uint64(j)] += src[o + np.uint64(j)]
+                        else:
+                            for j in range(jhi - jlo):
+                                dst[d + np.uint64(j * sw)] += src[o + np.uint64(j)]
 
 
 class _Unfolded:
@@ -175,23 +163,17 @@ def _concat_rows(src, dst, ctr):
     on one thread: pw dw 1.1-1.2x). One task per (g, k) owns dst[g, k]."""
     N, G, K, P = src.shape
     ntasks = G * K
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    g = task // K
-                    k = task % K
-                    d = dst[g, k]
-                    for n in range(N):
-                        s = src[n, g, k]
-                        for j in range(P):
-                            d[n * P + j] = s[j]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                g = task // K
+                k = task % K
+                d = dst[g, k]
+                for n in range(N):
+                    s = src[n, g, k]
+                    for j in range(P):
+                        d[n * P + j] = s[j]
 
 
 def _row_kernels(wk: np.ndarray, groups: int) -> np.ndarray:
@@ -265,32 +247,26 @@ def _sum_rows(q, slot, ro, bias, has_bias, out, n0, S, ctr):
     F, Ho, Wo = out.shape[1], out.shape[2], out.shape[3]
     L = Ho * Wo
     ntasks = nb * F
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    b, f = task // F, task % F
-                    g, m = f // Fg, f % Fg
-                    dst = out[n0 + b, f].reshape(-1)
-                    src = q[g, slot[0] * Fg + m]
-                    s0 = b * S + ro[0] * Wo
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                b, f = task // F, task % F
+                g, m = f // Fg, f % Fg
+                dst = out[n0 + b, f].reshape(-1)
+                src = q[g, slot[0] * Fg + m]
+                s0 = b * S + ro[0] * Wo
+                for p in range(L):
+                    dst[p] = src[s0 + p]
+                for a in range(1, KH):
+                    src = q[g, slot[a] * Fg + m]
+                    s0 = b * S + ro[a] * Wo
                     for p in range(L):
-                        dst[p] = src[s0 + p]
-                    for a in range(1, KH):
-                        src = q[g, slot[a] * Fg + m]
-                        s0 = b * S + ro[a] * Wo
-                        for p in range(L):
-                            dst[p] += src[s0 + p]
-                    if has_bias:
-                        bv = bias[f]
-                        for p in range(L):
-                            dst[p] += bv
-                claimed = vlo + claim(ctr, vslot, run)
+                        dst[p] += src[s0 + p]
+                if has_bias:
+                    bv = bias[f]
+                    for p in range(L):
+                        dst[p] += bv
 
 
 STACK_WASTE = 0.1  # the share of rows the stacked GEMMs may compute for nothing

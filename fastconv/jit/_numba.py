@@ -162,7 +162,36 @@ def task_share(ntask: int, nshares: int, s: int) -> tuple[int, int]:
 
 
 @inline
-def claim_step(ntask: int, nthreads: int) -> int:
-    """Tasks claimed at a time: about 16 runs per share, so a thread that falls behind leaves at most a
-    16th of its share to the others, while each counter is touched rarely."""
-    return max(1, ntask // (16 * max(1, nthreads)))
+def claims_start() -> Any:
+    """A thread's claiming state, on its stack: (first task, end of the run, shares tried)."""
+    cur = numba.carray(stack_empty(3, np.int64), (3,))
+    cur[2] = 0
+    return cur
+
+
+@inline
+def claims_next(ctr: Any, ntask: int, tslot: int, cur: Any) -> bool:
+    """Claim the next run of tasks for the thread in loop iteration tslot: from its own share while it
+    lasts, then from the next shares in turn. True with the run in [cur[0], cur[1]); False when every
+    share is drained. Used as
+
+        for tslot in prange(ctr[1]):
+            cur = claims_start()
+            while claims_next(ctr, ntasks, tslot, cur):
+                for task in range(cur[0], cur[1]):
+                    ...
+
+    Runs are about a 16th of a share: a thread that falls behind leaves at most that much of its share
+    to the others, while each counter is touched rarely."""
+    nshares = ctr[1]
+    run = max(1, ntask // (16 * max(1, nshares)))
+    while cur[2] < nshares:
+        s = (tslot + cur[2]) % nshares
+        lo, hi = task_share(ntask, nshares, s)
+        first = lo + claim(ctr, s, run)
+        if first < hi:
+            cur[0] = first
+            cur[1] = min(hi, first + run)
+            return True
+        cur[2] += 1
+    return False

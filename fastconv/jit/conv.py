@@ -39,7 +39,7 @@ from .._quiet import quiet as _quiet
 from .._registry import conv_backward, sum_bias_grad
 from .._threads import get_num_threads
 from .._workspace import fresh, scratch
-from ._numba import claim, claim_step, counter, inline, kernel, launch, stack_empty, task_share
+from ._numba import claims_next, claims_start, counter, inline, kernel, launch, stack_empty
 
 ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
 
@@ -63,29 +63,23 @@ def _pack(src, dst, row0, col0, sw, ctr):
     H, W = src.shape[2], src.shape[3]
     rlo, rhi = max(0, row0), min(R, H + row0)  # rows of dst that hold input rows
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for nc in range(claimed, min(vhi, claimed + run)):
-                    n, c = nc // C, nc % C
-                    s = src[n, c]
-                    d = dst[n, c]
-                    d[...] = 0
-                    if rhi <= rlo:
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for nc in range(cur[0], cur[1]):
+                n, c = nc // C, nc % C
+                s = src[n, c]
+                d = dst[n, c]
+                d[...] = 0
+                if rhi <= rlo:
+                    continue
+                for p in range(P):
+                    jlo, jhi = columns_inside(p - col0, sw, W, J)
+                    if jhi == jlo:
                         continue
-                    for p in range(P):
-                        jlo, jhi = columns_inside(p - col0, sw, W, J)
-                        if jhi == jlo:
-                            continue
-                        c0 = jlo * sw + p - col0
-                        c1 = c0 + (jhi - jlo - 1) * sw + 1
-                        d[rlo:rhi, p, jlo:jhi] = s[rlo - row0 : rhi - row0, c0:c1:sw]
-                claimed = vlo + claim(ctr, vslot, run)
+                    c0 = jlo * sw + p - col0
+                    c1 = c0 + (jhi - jlo - 1) * sw + 1
+                    d[rlo:rhi, p, jlo:jhi] = s[rlo - row0 : rhi - row0, c0:c1:sw]
 
 
 def _tile_source(x: np.ndarray, rows: int, cols: int, reach: int, row0: int, col0: int, sw: int,
@@ -169,42 +163,36 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap, ctr):
     row = xpk.shape[3] * xpk.shape[4]
     nch = (Wo + vw - 1) // vw
     ntasks = N * G * nb * Ho
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    # output-channel blocks vary fastest: consecutive tasks reuse the same input rows
-                    # from cache
-                    b = task % nb
-                    r = task // nb
-                    g = r % G
-                    r //= G
-                    i = r % Ho
-                    n = r // Ho
-                    acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
-                    mcount = min(fb, Mg - b * fb)
-                    xn = xpk[n].reshape(-1)
-                    wf = wpk[g, b].reshape(-1)
-                    offs = offq[g]
-                    for ch in range(nch):
-                        j0 = ch * vw
-                        # overlap is a constant: compiled out of the kernels without overlap
-                        if overlap and j0 + vw > Wo:
-                            j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
-                        _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
-                        tmax = min(vw, Wo - j0)
-                        for m in range(mcount):
-                            oc = g * Mg + b * fb + m
-                            bv = bias[oc]
-                            orow = out[n, oc, i]
-                            for t in range(tmax):
-                                orow[j0 + t] = acc[m, t] + bv
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                # output-channel blocks vary fastest: consecutive tasks reuse the same input rows
+                # from cache
+                b = task % nb
+                r = task // nb
+                g = r % G
+                r //= G
+                i = r % Ho
+                n = r // Ho
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (fb, vw))
+                mcount = min(fb, Mg - b * fb)
+                xn = xpk[n].reshape(-1)
+                wf = wpk[g, b].reshape(-1)
+                offs = offq[g]
+                for ch in range(nch):
+                    j0 = ch * vw
+                    # overlap is a constant: compiled out of the kernels without overlap
+                    if overlap and j0 + vw > Wo:
+                        j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
+                    _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
+                    tmax = min(vw, Wo - j0)
+                    for m in range(mcount):
+                        oc = g * Mg + b * fb + m
+                        bv = bias[oc]
+                        orow = out[n, oc, i]
+                        for t in range(tmax):
+                            orow[j0 + t] = acc[m, t] + bv
 
 
 @inline
@@ -220,52 +208,46 @@ def _row_tiles(rb, vw, xpk, wpk, offq, bias, out, r0, sh, ctr):  # rb must be 4
     nch = (Wo + vw - 1) // vw
     nrb = (Ho + rb - 1) // rb
     ntasks = N * M * nrb
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    ib = task % nrb
-                    r = task // nrb
-                    g = r % M
-                    n = r // M
-                    i0 = ib * rb
-                    rlast = min(rb, Ho - i0) - 1
-                    d1 = np.uint64(min(1, rlast) * sh * row)  # rows past the image repeat its last row
-                    d2 = np.uint64(min(2, rlast) * sh * row)
-                    d3 = np.uint64(min(3, rlast) * sh * row)
-                    acc = numba.carray(stack_empty(ACC, xpk.dtype), (rb, vw))
-                    xn = xpk[n].reshape(-1)
-                    wf = wpk[g, 0].reshape(-1)
-                    offs = offq[g]
-                    for ch in range(nch):
-                        j0 = ch * vw
-                        for k in range(rb):
-                            for t in range(vw):
-                                acc[k, t] = 0
-                        base = np.uint64((r0 + i0 * sh) * row + j0)
-                        for q in range(Q):
-                            o = np.uint64(offs[q]) + base
-                            wv = wf[np.uint64(q)]
-                            # four rows spelled out, columns outermost: the form LLVM vectorizes (with the
-                            # rows as a loop it kept the tile in memory and did scalar FMAs)
-                            for t in range(vw):
-                                tt = np.uint64(t)
-                                acc[0, t] += wv * xn[o + tt]
-                                acc[1, t] += wv * xn[o + d1 + tt]
-                                acc[2, t] += wv * xn[o + d2 + tt]
-                                acc[3, t] += wv * xn[o + d3 + tt]
-                        tmax = min(vw, Wo - j0)
-                        bv = bias[g]
-                        for k in range(rlast + 1):
-                            orow = out[n, g, i0 + k]
-                            for t in range(tmax):
-                                orow[j0 + t] = acc[k, t] + bv
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                ib = task % nrb
+                r = task // nrb
+                g = r % M
+                n = r // M
+                i0 = ib * rb
+                rlast = min(rb, Ho - i0) - 1
+                d1 = np.uint64(min(1, rlast) * sh * row)  # rows past the image repeat its last row
+                d2 = np.uint64(min(2, rlast) * sh * row)
+                d3 = np.uint64(min(3, rlast) * sh * row)
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (rb, vw))
+                xn = xpk[n].reshape(-1)
+                wf = wpk[g, 0].reshape(-1)
+                offs = offq[g]
+                for ch in range(nch):
+                    j0 = ch * vw
+                    for k in range(rb):
+                        for t in range(vw):
+                            acc[k, t] = 0
+                    base = np.uint64((r0 + i0 * sh) * row + j0)
+                    for q in range(Q):
+                        o = np.uint64(offs[q]) + base
+                        wv = wf[np.uint64(q)]
+                        # four rows spelled out, columns outermost: the form LLVM vectorizes (with the
+                        # rows as a loop it kept the tile in memory and did scalar FMAs)
+                        for t in range(vw):
+                            tt = np.uint64(t)
+                            acc[0, t] += wv * xn[o + tt]
+                            acc[1, t] += wv * xn[o + d1 + tt]
+                            acc[2, t] += wv * xn[o + d2 + tt]
+                            acc[3, t] += wv * xn[o + d3 + tt]
+                    tmax = min(vw, Wo - j0)
+                    bv = bias[g]
+                    for k in range(rlast + 1):
+                        orow = out[n, g, i0 + k]
+                        for t in range(tmax):
+                            orow[j0 + t] = acc[k, t] + bv
 
 
 @inline
@@ -283,41 +265,35 @@ def _phase_tiles(fb, vw, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
     Mg = M // G
     row = src.shape[3] * src.shape[4]
     ntasks = N * G * nb * nhmax
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    b = task % nb
-                    r = task // nb
-                    g = r % G
-                    r //= G
-                    i = r % nhmax
-                    n = r // nhmax
-                    acc = numba.carray(stack_empty(ACC, src.dtype), (fb, vw))
-                    mcount = min(fb, Mg - b * fb)
-                    xn = src[n].reshape(-1)
-                    wf = wcat[g, b].reshape(-1)
-                    offs = ocat[g]
-                    for p in range(pp.shape[0]):
-                        h0, w0, nh, nw = pp[p, 0], pp[p, 1], pp[p, 2], pp[p, 3]
-                        r0, q0, q1 = pp[p, 4], pp[p, 5], pp[p, 6]
-                        if i >= nh:
-                            continue
-                        h = h0 + i * sh
-                        for ch in range((nw + vw - 1) // vw):
-                            j0 = ch * vw
-                            _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, np.uint64((r0 + i) * row + j0))
-                            tmax = min(vw, nw - j0)
-                            for m in range(mcount):
-                                drow = dx[n, g * Mg + b * fb + m, h]
-                                for t in range(tmax):
-                                    drow[w0 + (j0 + t) * sw] = acc[m, t]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                b = task % nb
+                r = task // nb
+                g = r % G
+                r //= G
+                i = r % nhmax
+                n = r // nhmax
+                acc = numba.carray(stack_empty(ACC, src.dtype), (fb, vw))
+                mcount = min(fb, Mg - b * fb)
+                xn = src[n].reshape(-1)
+                wf = wcat[g, b].reshape(-1)
+                offs = ocat[g]
+                for p in range(pp.shape[0]):
+                    h0, w0, nh, nw = pp[p, 0], pp[p, 1], pp[p, 2], pp[p, 3]
+                    r0, q0, q1 = pp[p, 4], pp[p, 5], pp[p, 6]
+                    if i >= nh:
+                        continue
+                    h = h0 + i * sh
+                    for ch in range((nw + vw - 1) // vw):
+                        j0 = ch * vw
+                        _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, np.uint64((r0 + i) * row + j0))
+                        tmax = min(vw, nw - j0)
+                        for m in range(mcount):
+                            drow = dx[n, g * Mg + b * fb + m, h]
+                            for t in range(tmax):
+                                drow[w0 + (j0 + t) * sw] = acc[m, t]
 
 
 @kernel
@@ -507,60 +483,54 @@ def _panel_tiles(fb, vw, x, wpk, bias, out, buf, pb, ctr):
     npb = (P + pb - 1) // pb
     of = out.reshape(-1)
     ntasks = N * G * npb
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    c = task % npb
-                    r = task // npb
-                    g = r % G
-                    n = r // G
-                    p0 = c * pb
-                    width = min(pb, P - p0)
-                    npan = (width + vw - 1) // vw
-                    nfull = width // vw  # panels without columns past the image
-                    bf = buf[numba.get_thread_id()]
-                    for k in range(K):
-                        xr = x[n, g, k]
-                        for pan in range(nfull):
-                            base = np.uint64((pan * K + k) * vw)
-                            j0 = np.uint64(p0 + pan * vw)
-                            for t in range(vw):  # a constant count: whole vector moves
-                                bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
-                        if nfull < npan:
-                            base = np.uint64((nfull * K + k) * vw)
-                            j0 = np.uint64(p0 + nfull * vw)
-                            tmax = P - (p0 + nfull * vw)
-                            for t in range(tmax):
-                                bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
-                            for t in range(tmax, vw):
-                                bf[base + np.uint64(t)] = 0
-                    acc = numba.carray(stack_empty(ACC, x.dtype), (fb, vw))
-                    # views made once per task: in the tile loop each cost a runtime call
-                    wg = wpk[g].reshape(-1)
-                    for b in range(nb):
-                        for pan in range(npan):
-                            j0 = p0 + pan * vw
-                            _panel_sums(fb, vw, acc, bf, wg, K, np.uint64(pan * K * vw),
-                                        np.uint64(b * K * fb))
-                            for m in range(min(fb, Mg - b * fb)):
-                                oc = g * Mg + b * fb + m
-                                bv = bias[oc]
-                                # unsigned offsets: a signed one that might wrap around made LLVM store
-                                # with scatters
-                                o = np.uint64((n * out.shape[1] + oc) * P + j0)
-                                if pan < nfull:
-                                    for t in range(vw):
-                                        of[o + np.uint64(t)] = acc[m, t] + bv
-                                else:
-                                    for t in range(P - j0):
-                                        of[o + np.uint64(t)] = acc[m, t] + bv
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                c = task % npb
+                r = task // npb
+                g = r % G
+                n = r // G
+                p0 = c * pb
+                width = min(pb, P - p0)
+                npan = (width + vw - 1) // vw
+                nfull = width // vw  # panels without columns past the image
+                bf = buf[numba.get_thread_id()]
+                for k in range(K):
+                    xr = x[n, g, k]
+                    for pan in range(nfull):
+                        base = np.uint64((pan * K + k) * vw)
+                        j0 = np.uint64(p0 + pan * vw)
+                        for t in range(vw):  # a constant count: whole vector moves
+                            bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
+                    if nfull < npan:
+                        base = np.uint64((nfull * K + k) * vw)
+                        j0 = np.uint64(p0 + nfull * vw)
+                        tmax = P - (p0 + nfull * vw)
+                        for t in range(tmax):
+                            bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
+                        for t in range(tmax, vw):
+                            bf[base + np.uint64(t)] = 0
+                acc = numba.carray(stack_empty(ACC, x.dtype), (fb, vw))
+                # views made once per task: in the tile loop each cost a runtime call
+                wg = wpk[g].reshape(-1)
+                for b in range(nb):
+                    for pan in range(npan):
+                        j0 = p0 + pan * vw
+                        _panel_sums(fb, vw, acc, bf, wg, K, np.uint64(pan * K * vw),
+                                    np.uint64(b * K * fb))
+                        for m in range(min(fb, Mg - b * fb)):
+                            oc = g * Mg + b * fb + m
+                            bv = bias[oc]
+                            # unsigned offsets: a signed one that might wrap around made LLVM store
+                            # with scatters
+                            o = np.uint64((n * out.shape[1] + oc) * P + j0)
+                            if pan < nfull:
+                                for t in range(vw):
+                                    of[o + np.uint64(t)] = acc[m, t] + bv
+                            else:
+                                for t in range(P - j0):
+                                    of[o + np.uint64(t)] = acc[m, t] + bv
 
 
 @kernel
@@ -694,31 +664,25 @@ def _dx_terms(dout, w, dx, sh, sw, dh, dw, pt, pl, ctr):
     Ho, Wo = dout.shape[2], dout.shape[3]
     Fg = F // (C // Cg)
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    n, c = task // C, task % C
-                    f0, k = (c // Cg) * Fg, c % Cg
-                    for h in range(H):
-                        for v in range(W):
-                            dx[n, c, h, v] = 0
-                            for a in range(KH):
-                                ti = h + pt - a * dh
-                                if ti < 0 or ti % sh != 0 or ti // sh >= Ho:
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                n, c = task // C, task % C
+                f0, k = (c // Cg) * Fg, c % Cg
+                for h in range(H):
+                    for v in range(W):
+                        dx[n, c, h, v] = 0
+                        for a in range(KH):
+                            ti = h + pt - a * dh
+                            if ti < 0 or ti % sh != 0 or ti // sh >= Ho:
+                                continue
+                            for e in range(KW):
+                                tj = v + pl - e * dw
+                                if tj < 0 or tj % sw != 0 or tj // sw >= Wo:
                                     continue
-                                for e in range(KW):
-                                    tj = v + pl - e * dw
-                                    if tj < 0 or tj % sw != 0 or tj // sw >= Wo:
-                                        continue
-                                    for f in range(f0, f0 + Fg):
-                                        dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
-                claimed = vlo + claim(ctr, vslot, run)
+                                for f in range(f0, f0 + Fg):
+                                    dx[n, c, h, v] += w[f, k, a, e] * dout[n, f, ti // sh, tj // sw]
 
 
 def _phase_columns(p: DxPhase, left: int) -> tuple[np.ndarray, np.ndarray]:
@@ -770,51 +734,45 @@ def _fold_tiles(fb, vw, dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw,
     G, nb, Fg, _ = wpk.shape
     nch = (P + vw - 1) // vw
     ntasks = N * G
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    g = task % G
-                    n = task // G
-                    t = buf[numba.get_thread_id()]
-                    acc = numba.carray(stack_empty(ACC, dout.dtype), (fb, vw))
-                    xn = dout[n].reshape(-1)
-                    for b in range(nb):
-                        wf = wpk[g, b].reshape(-1)
-                        for ch in range(nch):
-                            j0 = min(ch * vw, P - vw)  # the last chunk overlaps the one before (P >= vw)
-                            _tile_sums(fb, vw, acc, xn, wf, offq[g], 0, Fg, np.uint64(j0))
-                            for m in range(fb):
-                                base = (b * fb + m) * P + j0
-                                for u in range(vw):
-                                    t[base + u] = acc[m, u]
-                    plane = dx[n, g]
-                    for h in range(H):
-                        for v in range(W):
-                            plane[h, v] = 0
-                    for q in range(Q):
-                        a = q // KW
-                        e = q % KW
-                        jlo, jhi = columns_inside(e * dw - pl, sw, W, Wo)
-                        for i in range(Ho):
-                            h = i * sh + a * dh - pt
-                            if h < 0 or h >= H:
-                                continue
-                            drow = plane[h]
-                            t0 = np.uint64(q * P + i * Wo + jlo)
-                            d0 = np.uint64(jlo * sw + e * dw - pl)
-                            if sw == 1:  # unsigned, unit-stride indices: a vectorized loop
-                                for j in range(jhi - jlo):
-                                    drow[d0 + np.uint64(j)] += t[t0 + np.uint64(j)]
-                            else:
-                                for j in range(jhi - jlo):
-                                    drow[d0 + np.uint64(j * sw)] += t[t0 + np.uint64(j)]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                g = task % G
+                n = task // G
+                t = buf[numba.get_thread_id()]
+                acc = numba.carray(stack_empty(ACC, dout.dtype), (fb, vw))
+                xn = dout[n].reshape(-1)
+                for b in range(nb):
+                    wf = wpk[g, b].reshape(-1)
+                    for ch in range(nch):
+                        j0 = min(ch * vw, P - vw)  # the last chunk overlaps the one before (P >= vw)
+                        _tile_sums(fb, vw, acc, xn, wf, offq[g], 0, Fg, np.uint64(j0))
+                        for m in range(fb):
+                            base = (b * fb + m) * P + j0
+                            for u in range(vw):
+                                t[base + u] = acc[m, u]
+                plane = dx[n, g]
+                for h in range(H):
+                    for v in range(W):
+                        plane[h, v] = 0
+                for q in range(Q):
+                    a = q // KW
+                    e = q % KW
+                    jlo, jhi = columns_inside(e * dw - pl, sw, W, Wo)
+                    for i in range(Ho):
+                        h = i * sh + a * dh - pt
+                        if h < 0 or h >= H:
+                            continue
+                        drow = plane[h]
+                        t0 = np.uint64(q * P + i * Wo + jlo)
+                        d0 = np.uint64(jlo * sw + e * dw - pl)
+                        if sw == 1:  # unsigned, unit-stride indices: a vectorized loop
+                            for j in range(jhi - jlo):
+                                drow[d0 + np.uint64(j)] += t[t0 + np.uint64(j)]
+                        else:
+                            for j in range(jhi - jlo):
+                                drow[d0 + np.uint64(j * sw)] += t[t0 + np.uint64(j)]
 
 
 @kernel
@@ -921,48 +879,42 @@ def _dw_tiles(mv, dT, xpk, offq, dwt, sh, ctr):
     row = xpk.shape[3] * xpk.shape[4]
     nqb = Q // QB
     ntasks = G * nmb * nqb
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    qb = task % nqb
-                    r = task // nqb
-                    mb = r % nmb
-                    g = r // nmb
-                    m0 = (g * nmb + mb) * mv
-                    acc = numba.carray(stack_empty(ACC, xpk.dtype), (QB, mv))
-                    xq = numba.carray(stack_empty(QB, xpk.dtype), (QB,))
-                    for q in range(QB):
-                        for t in range(mv):
-                            acc[q, t] = 0
-                    offs = offq[g, qb * QB : qb * QB + QB]
-                    # Unsigned indices below skip numba's negative-index wraparound code, whose branches
-                    # would keep LLVM from holding the tile in registers.
-                    for n in range(N):
-                        xn = xpk[n].reshape(-1)
-                        dn = dT[n].reshape(-1)
-                        for i in range(Ho):
-                            pos = i * sh * row
-                            for j in range(Wo):
-                                dbase = (i * Wo + j) * Fp + m0
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                qb = task % nqb
+                r = task // nqb
+                mb = r % nmb
+                g = r // nmb
+                m0 = (g * nmb + mb) * mv
+                acc = numba.carray(stack_empty(ACC, xpk.dtype), (QB, mv))
+                xq = numba.carray(stack_empty(QB, xpk.dtype), (QB,))
+                for q in range(QB):
+                    for t in range(mv):
+                        acc[q, t] = 0
+                offs = offq[g, qb * QB : qb * QB + QB]
+                # Unsigned indices below skip numba's negative-index wraparound code, whose branches
+                # would keep LLVM from holding the tile in registers.
+                for n in range(N):
+                    xn = xpk[n].reshape(-1)
+                    dn = dT[n].reshape(-1)
+                    for i in range(Ho):
+                        pos = i * sh * row
+                        for j in range(Wo):
+                            dbase = (i * Wo + j) * Fp + m0
+                            for q in range(QB):
+                                xq[q] = xn[np.uint64(offs[q] + pos + j)]
+                            # t outermost and q innermost: LLVM unrolls q and vectorizes t, as in
+                            # _fwd_tiles
+                            for t in range(mv):
+                                d = dn[np.uint64(dbase + t)]
                                 for q in range(QB):
-                                    xq[q] = xn[np.uint64(offs[q] + pos + j)]
-                                # t outermost and q innermost: LLVM unrolls q and vectorizes t, as in
-                                # _fwd_tiles
-                                for t in range(mv):
-                                    d = dn[np.uint64(dbase + t)]
-                                    for q in range(QB):
-                                        acc[q, t] += xq[q] * d
-                    out = dwt[g, mb, qb * QB : qb * QB + QB]
-                    for q in range(QB):
-                        for t in range(mv):
-                            out[q, t] = acc[q, t]
-                claimed = vlo + claim(ctr, vslot, run)
+                                    acc[q, t] += xq[q] * d
+                out = dwt[g, mb, qb * QB : qb * QB + QB]
+                for q in range(QB):
+                    for t in range(mv):
+                        out[q, t] = acc[q, t]
 
 
 @kernel
@@ -1074,65 +1026,59 @@ def _dwp_tiles(vw, pe, dp, xpk, part, sh, dh, colph, coloff, nchunk, F, Ho, Wv, 
     njc = Wv // vw
     plane = Ho * Wv
     ntasks = S * G * nfb * K
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    k = task % K
-                    r = task // K
-                    fb = r % nfb
-                    r //= nfb
-                    g = r % G
-                    s = r // G
-                    acc = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe, vw))
-                    sums = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe,))
-                    f0 = g * Fg + fb * PF
-                    fl = g * Fg + min(Fg - 1, fb * PF + PF - 1)  # the last channel of the block in the group
-                    f1 = np.uint64((min(f0 + 1, fl) - f0) * plane)
-                    f2 = np.uint64((min(f0 + 2, fl) - f0) * plane)
-                    f3 = np.uint64((min(f0 + 3, fl) - f0) * plane)
-                    for a in range(KH):
-                        for eb in range(neb):
-                            e0 = eb * pe
-                            e1, e2 = min(e0 + 1, KW - 1), min(e0 + 2, KW - 1)
-                            e3, e4 = min(e0 + 3, KW - 1), min(e0 + 4, KW - 1)
-                            cb = colph[e0] * J + coloff[e0]  # where tap e0's column 0 lies in a packed row
-                            c1 = np.uint64(colph[e1] * J + coloff[e1] - cb)
-                            c2 = np.uint64(colph[e2] * J + coloff[e2] - cb)
-                            c3 = np.uint64(colph[e3] * J + coloff[e3] - cb)
-                            c4 = np.uint64(colph[e4] * J + coloff[e4] - cb)
-                            for u in range(PF * pe):
-                                for t in range(vw):
-                                    acc[u, t] = 0
-                            for n in range(s * nchunk, min(N, s * nchunk + nchunk)):
-                                xk = xpk[n * C + g * K + k]
-                                dn = dp[n]
-                                for i in range(Ho):
-                                    xr = (i * sh + a * dh) * P * J + cb
-                                    dr = f0 * plane + i * Wv
-                                    for jc in range(njc):
-                                        bx, bd = np.uint64(xr + jc * vw), np.uint64(dr + jc * vw)
-                                        if pe == 4:  # a constant: one of the two is compiled
-                                            _dwp_step(vw, xk, dn, acc, bx, bd, c1, c2, c3, f1, f2, f3)
-                                        else:
-                                            _dwp_step5(vw, xk, dn, acc, bx, bd, c1, c2, c3, c4, f1, f2, f3)
-                            # the lanes' sums over the whole tile first: indexing the tile with the runtime
-                            # bounds below kept it out of registers
-                            for u in range(PF * pe):
-                                total = acc[u, 0]
-                                for t in range(1, vw):
-                                    total += acc[u, t]
-                                sums[u] = total
-                            out = part[s, g, fb, k, a]
-                            for m in range(min(PF, Fg - fb * PF)):
-                                for u in range(min(pe, KW - e0)):
-                                    out[e0 + u, m] = sums[m * pe + u]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                k = task % K
+                r = task // K
+                fb = r % nfb
+                r //= nfb
+                g = r % G
+                s = r // G
+                acc = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe, vw))
+                sums = numba.carray(stack_empty(ACC_DWP, xpk.dtype), (PF * pe,))
+                f0 = g * Fg + fb * PF
+                fl = g * Fg + min(Fg - 1, fb * PF + PF - 1)  # the last channel of the block in the group
+                f1 = np.uint64((min(f0 + 1, fl) - f0) * plane)
+                f2 = np.uint64((min(f0 + 2, fl) - f0) * plane)
+                f3 = np.uint64((min(f0 + 3, fl) - f0) * plane)
+                for a in range(KH):
+                    for eb in range(neb):
+                        e0 = eb * pe
+                        e1, e2 = min(e0 + 1, KW - 1), min(e0 + 2, KW - 1)
+                        e3, e4 = min(e0 + 3, KW - 1), min(e0 + 4, KW - 1)
+                        cb = colph[e0] * J + coloff[e0]  # where tap e0's column 0 lies in a packed row
+                        c1 = np.uint64(colph[e1] * J + coloff[e1] - cb)
+                        c2 = np.uint64(colph[e2] * J + coloff[e2] - cb)
+                        c3 = np.uint64(colph[e3] * J + coloff[e3] - cb)
+                        c4 = np.uint64(colph[e4] * J + coloff[e4] - cb)
+                        for u in range(PF * pe):
+                            for t in range(vw):
+                                acc[u, t] = 0
+                        for n in range(s * nchunk, min(N, s * nchunk + nchunk)):
+                            xk = xpk[n * C + g * K + k]
+                            dn = dp[n]
+                            for i in range(Ho):
+                                xr = (i * sh + a * dh) * P * J + cb
+                                dr = f0 * plane + i * Wv
+                                for jc in range(njc):
+                                    bx, bd = np.uint64(xr + jc * vw), np.uint64(dr + jc * vw)
+                                    if pe == 4:  # a constant: one of the two is compiled
+                                        _dwp_step(vw, xk, dn, acc, bx, bd, c1, c2, c3, f1, f2, f3)
+                                    else:
+                                        _dwp_step5(vw, xk, dn, acc, bx, bd, c1, c2, c3, c4, f1, f2, f3)
+                        # the lanes' sums over the whole tile first: indexing the tile with the runtime
+                        # bounds below kept it out of registers
+                        for u in range(PF * pe):
+                            total = acc[u, 0]
+                            for t in range(1, vw):
+                                total += acc[u, t]
+                            sums[u] = total
+                        out = part[s, g, fb, k, a]
+                        for m in range(min(PF, Fg - fb * PF)):
+                            for u in range(min(pe, KW - e0)):
+                                out[e0 + u, m] = sums[m * pe + u]
 
 
 @kernel
@@ -1214,51 +1160,45 @@ def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, W
     Fg = F // G
     ntask = (nmb + mper - 1) // mper
     ntasks = G * ntask
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    g = task // ntask
-                    mb0 = (task % ntask) * mper
-                    acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
-                    rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
-                    for mb in range(mb0, min(nmb, mb0 + mper)):
-                        dwt[g, mb] = 0
-                    for n0 in range(0, N, nchunk):
-                        for a in range(KH):
-                            for e in range(KW):
-                                for mb in range(mb0, min(nmb, mb0 + mper)):
-                                    for m in range(fw):  # where each output channel's row starts in an image
-                                        rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
-                                    for kb in range(nkb):
-                                        for m in range(fw):
-                                            for t in range(kv):
-                                                acc[m, t] = 0
-                                        for n in range(n0, min(N, n0 + nchunk)):
-                                            xn = xT[n, g, kb].reshape(-1)
-                                            dn = dout[n].reshape(-1)
-                                            for i in range(Ho):
-                                                xbase = ((i * sh + a * dh) * P + colph[e]) * J
-                                                xbase = (xbase + coloff[e]) * kv
-                                                dbase = np.uint64(i * Wo)
-                                                for j in range(Wo):
-                                                    # unsigned indices: no wraparound code, the tile stays in
-                                                    # registers
-                                                    dj = dbase + np.uint64(j)
-                                                    for t in range(kv):
-                                                        xv = xn[np.uint64(xbase + j * kv + t)]
-                                                        for m in range(fw):
-                                                            acc[m, t] += dn[rows[m] + dj] * xv
-                                        tile = dwt[g, mb, kb, a, e]
-                                        for m in range(fw):
-                                            for t in range(kv):
-                                                tile[m, t] += acc[m, t]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                g = task // ntask
+                mb0 = (task % ntask) * mper
+                acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
+                rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                for mb in range(mb0, min(nmb, mb0 + mper)):
+                    dwt[g, mb] = 0
+                for n0 in range(0, N, nchunk):
+                    for a in range(KH):
+                        for e in range(KW):
+                            for mb in range(mb0, min(nmb, mb0 + mper)):
+                                for m in range(fw):  # where each output channel's row starts in an image
+                                    rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
+                                for kb in range(nkb):
+                                    for m in range(fw):
+                                        for t in range(kv):
+                                            acc[m, t] = 0
+                                    for n in range(n0, min(N, n0 + nchunk)):
+                                        xn = xT[n, g, kb].reshape(-1)
+                                        dn = dout[n].reshape(-1)
+                                        for i in range(Ho):
+                                            xbase = ((i * sh + a * dh) * P + colph[e]) * J
+                                            xbase = (xbase + coloff[e]) * kv
+                                            dbase = np.uint64(i * Wo)
+                                            for j in range(Wo):
+                                                # unsigned indices: no wraparound code, the tile stays in
+                                                # registers
+                                                dj = dbase + np.uint64(j)
+                                                for t in range(kv):
+                                                    xv = xn[np.uint64(xbase + j * kv + t)]
+                                                    for m in range(fw):
+                                                        acc[m, t] += dn[rows[m] + dj] * xv
+                                    tile = dwt[g, mb, kb, a, e]
+                                    for m in range(fw):
+                                        for t in range(kv):
+                                            tile[m, t] += acc[m, t]
 
 
 @kernel
@@ -1305,59 +1245,53 @@ def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper, ctr):
     Fg, Cg = F // G, C // G
     ntask = (nkb + kper - 1) // kper
     ntasks = G * ntask
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    g = task // ntask
-                    kb0 = (task % ntask) * kper
-                    kb1 = min(nkb, kb0 + kper)
-                    bf = buf[numba.get_thread_id()]
-                    acc = numba.carray(stack_empty(ACC, x.dtype), (fw, kv))
-                    rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
-                    for mb in range(nmb):
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                g = task // ntask
+                kb0 = (task % ntask) * kper
+                kb1 = min(nkb, kb0 + kper)
+                bf = buf[numba.get_thread_id()]
+                acc = numba.carray(stack_empty(ACC, x.dtype), (fw, kv))
+                rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                for mb in range(nmb):
+                    for kb in range(kb0, kb1):
+                        dwt[g, mb, kb] = 0
+                for n0 in range(0, N, nchunk):
+                    n1 = min(N, n0 + nchunk)
+                    for n in range(n0, n1):  # bf[n - n0, kb - kb0, p, t] = x[n, g*Cg + kb*kv + t, p]
                         for kb in range(kb0, kb1):
-                            dwt[g, mb, kb] = 0
-                    for n0 in range(0, N, nchunk):
-                        n1 = min(N, n0 + nchunk)
-                        for n in range(n0, n1):  # bf[n - n0, kb - kb0, p, t] = x[n, g*Cg + kb*kv + t, p]
-                            for kb in range(kb0, kb1):
-                                blk = bf[((n - n0) * kper + kb - kb0) * P * kv:]
-                                for t in range(kv):
-                                    c = kb * kv + t
-                                    if c < Cg:
-                                        xr = x[n, g * Cg + c]
-                                        for p in range(P):
-                                            blk[p * kv + t] = xr[p]
-                                    else:
-                                        for p in range(P):
-                                            blk[p * kv + t] = 0
-                        for mb in range(nmb):
-                            for m in range(fw):
-                                rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
-                            for kb in range(kb0, kb1):
-                                for m in range(fw):
-                                    for t in range(kv):
-                                        acc[m, t] = 0
-                                for n in range(n0, n1):
-                                    xn = bf[((n - n0) * kper + kb - kb0) * P * kv:]
-                                    dn = dout[n].reshape(-1)
+                            blk = bf[((n - n0) * kper + kb - kb0) * P * kv:]
+                            for t in range(kv):
+                                c = kb * kv + t
+                                if c < Cg:
+                                    xr = x[n, g * Cg + c]
                                     for p in range(P):
-                                        pp = np.uint64(p)
-                                        for t in range(kv):
-                                            xv = xn[np.uint64(p * kv + t)]
-                                            for m in range(fw):
-                                                acc[m, t] += dn[rows[m] + pp] * xv
-                                tile = dwt[g, mb, kb]
-                                for m in range(fw):
+                                        blk[p * kv + t] = xr[p]
+                                else:
+                                    for p in range(P):
+                                        blk[p * kv + t] = 0
+                    for mb in range(nmb):
+                        for m in range(fw):
+                            rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
+                        for kb in range(kb0, kb1):
+                            for m in range(fw):
+                                for t in range(kv):
+                                    acc[m, t] = 0
+                            for n in range(n0, n1):
+                                xn = bf[((n - n0) * kper + kb - kb0) * P * kv:]
+                                dn = dout[n].reshape(-1)
+                                for p in range(P):
+                                    pp = np.uint64(p)
                                     for t in range(kv):
-                                        tile[m, t] += acc[m, t]
-                claimed = vlo + claim(ctr, vslot, run)
+                                        xv = xn[np.uint64(p * kv + t)]
+                                        for m in range(fw):
+                                            acc[m, t] += dn[rows[m] + pp] * xv
+                            tile = dwt[g, mb, kb]
+                            for m in range(fw):
+                                for t in range(kv):
+                                    tile[m, t] += acc[m, t]
 
 
 @kernel
@@ -1380,28 +1314,22 @@ def _channels_last(src, dst, ctr):
     N, G, K, A, B = src.shape
     Kp = dst.shape[4]
     ntasks = N * G * A
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    a = task % A
-                    r = task // A
-                    g = r % G
-                    n = r // G
-                    out = dst[n, g, a]
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                a = task % A
+                r = task // A
+                g = r % G
+                n = r // G
+                out = dst[n, g, a]
+                for b in range(B):
+                    for k in range(K, Kp):
+                        out[b, k] = 0
+                for k in range(K):
+                    row = src[n, g, k, a]
                     for b in range(B):
-                        for k in range(K, Kp):
-                            out[b, k] = 0
-                    for k in range(K):
-                        row = src[n, g, k, a]
-                        for b in range(B):
-                            out[b, k] = row[b]
-                claimed = vlo + claim(ctr, vslot, run)
+                        out[b, k] = row[b]
 
 
 TB = 16  # side of the square tiles the channel-block copies transpose through (at least any block width)
@@ -1416,37 +1344,31 @@ def _to_blocks(src, dst, ctr):
     N, G, K, S = src.shape
     nblk, bw = dst.shape[2], dst.shape[4]
     ntasks = N * G * nblk
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    b = task % nblk
-                    r = task // nblk
-                    g = r % G
-                    n = r // G
-                    out = dst[n, g, b]
-                    tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
-                    kmax = min(bw, K - b * bw)
-                    for s0 in range(0, S, TB):
-                        sn = min(TB, S - s0)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                b = task % nblk
+                r = task // nblk
+                g = r % G
+                n = r // G
+                out = dst[n, g, b]
+                tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
+                kmax = min(bw, K - b * bw)
+                for s0 in range(0, S, TB):
+                    sn = min(TB, S - s0)
+                    for t in range(bw):
+                        if t < kmax:
+                            row = src[n, g, b * bw + t, s0:]
+                            for u in range(sn):
+                                tile[t, u] = row[u]
+                        else:
+                            for u in range(sn):
+                                tile[t, u] = 0
+                    for u in range(sn):
+                        orow = out[s0 + u]
                         for t in range(bw):
-                            if t < kmax:
-                                row = src[n, g, b * bw + t, s0:]
-                                for u in range(sn):
-                                    tile[t, u] = row[u]
-                            else:
-                                for u in range(sn):
-                                    tile[t, u] = 0
-                        for u in range(sn):
-                            orow = out[s0 + u]
-                            for t in range(bw):
-                                orow[t] = tile[t, u]
-                claimed = vlo + claim(ctr, vslot, run)
+                            orow[t] = tile[t, u]
 
 
 @kernel
@@ -1458,46 +1380,40 @@ def _pack_blocks(src, dst, row0, col0, sw, ctr):
     H, W = src.shape[2], src.shape[3]
     K = src.shape[1] // G
     ntasks = N * G * nblk * R
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    r = task % R
-                    q = task // R
-                    b = q % nblk
-                    q //= nblk
-                    g = q % G
-                    n = q // G
-                    d = dst[n, g, b, r]
-                    h = r - row0
-                    if h < 0 or h >= H:
-                        d[...] = 0
-                        continue
-                    tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
-                    kmax = min(bw, K - b * bw)
-                    for p in range(P):
-                        jlo, jhi = columns_inside(p - col0, sw, W, J)
-                        for j0 in range(0, J, TB):
-                            jn = min(TB, J - j0)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                r = task % R
+                q = task // R
+                b = q % nblk
+                q //= nblk
+                g = q % G
+                n = q // G
+                d = dst[n, g, b, r]
+                h = r - row0
+                if h < 0 or h >= H:
+                    d[...] = 0
+                    continue
+                tile = numba.carray(stack_empty(TB2, src.dtype), (TB, TB))
+                kmax = min(bw, K - b * bw)
+                for p in range(P):
+                    jlo, jhi = columns_inside(p - col0, sw, W, J)
+                    for j0 in range(0, J, TB):
+                        jn = min(TB, J - j0)
+                        for t in range(bw):
+                            if t < kmax:
+                                srow = src[n, g * K + b * bw + t, h]
+                                for u in range(jn):
+                                    j = j0 + u
+                                    tile[t, u] = srow[j * sw + p - col0] if jlo <= j < jhi else 0
+                            else:
+                                for u in range(jn):
+                                    tile[t, u] = 0
+                        for u in range(jn):
+                            orow = d[p, j0 + u]
                             for t in range(bw):
-                                if t < kmax:
-                                    srow = src[n, g * K + b * bw + t, h]
-                                    for u in range(jn):
-                                        j = j0 + u
-                                        tile[t, u] = srow[j * sw + p - col0] if jlo <= j < jhi else 0
-                                else:
-                                    for u in range(jn):
-                                        tile[t, u] = 0
-                            for u in range(jn):
-                                orow = d[p, j0 + u]
-                                for t in range(bw):
-                                    orow[t] = tile[t, u]
-                claimed = vlo + claim(ctr, vslot, run)
+                                orow[t] = tile[t, u]
 
 
 def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndarray:
@@ -1543,18 +1459,12 @@ def _copy_rows(src, dst, ctr):
     """dst[n, f, :P] = src[n, f] for src (N, F, P): one task per (n, f)."""
     N, F, P = src.shape
     ntasks = N * F
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for task in range(claimed, min(vhi, claimed + run)):
-                    n, f = task // F, task % F
-                    dst[n, f, :P] = src[n, f]
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for task in range(cur[0], cur[1]):
+                n, f = task // F, task % F
+                dst[n, f, :P] = src[n, f]
 
 
 def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
@@ -1687,24 +1597,18 @@ def _channel_sums(dout, db, ctr):
     order. One task per channel: the order does not depend on the thread count."""
     N, F = dout.shape[0], dout.shape[1]
     ntasks = F
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for f in range(claimed, min(vhi, claimed + run)):
-                    total = dout.dtype.type(0)
-                    for n in range(N):
-                        plane = dout[n, f].reshape(-1)
-                        s = dout.dtype.type(0)
-                        for j in range(plane.size):
-                            s += plane[j]
-                        total += s
-                    db[f] = total
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for f in range(cur[0], cur[1]):
+                total = dout.dtype.type(0)
+                for n in range(N):
+                    plane = dout[n, f].reshape(-1)
+                    s = dout.dtype.type(0)
+                    for j in range(plane.size):
+                        s += plane[j]
+                    total += s
+                db[f] = total
 
 
 def conv2d_bias_grad(dout: np.ndarray) -> np.ndarray:

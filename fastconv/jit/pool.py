@@ -17,7 +17,7 @@ from numba import prange
 from .._params import PoolGeometry
 from .._quiet import quiet as _quiet
 from .._workspace import fresh
-from ._numba import claim, claim_step, counter, inline, kernel, launch, task_share
+from ._numba import claims_next, claims_start, counter, inline, kernel, launch
 
 
 def _ow_ranges(g: PoolGeometry) -> np.ndarray:
@@ -112,22 +112,16 @@ def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, ranges, ctr):
     Ho = out.shape[2]
     lo, hi = ranges[0], ranges[1]
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for p in range(claimed, min(vhi, claimed + run)):
-                    n, c = p // C, p % C
-                    plane = x[n, c]
-                    for i in range(Ho):
-                        orow = out[n, c, i]
-                        orow[:] = -np.inf
-                        _each_tap(MAX, plane, orow, orow, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for p in range(cur[0], cur[1]):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                for i in range(Ho):
+                    orow = out[n, c, i]
+                    orow[:] = -np.inf
+                    _each_tap(MAX, plane, orow, orow, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
 
 
 @kernel
@@ -146,37 +140,31 @@ def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, ranges, ctr):
     best_rows = np.empty((N * C, Wo), x.dtype)
     tap_rows = np.empty((N * C, Wo), x.dtype)
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for p in range(claimed, min(vhi, claimed + run)):
-                    n, c = p // C, p % C
-                    plane = x[n, c]
-                    dplane = dx[n, c]
-                    done = 0  # rows of dplane zeroed so far
-                    best = best_rows[p]
-                    tap = tap_rows[p]
-                    for i in range(Ho):
-                        # Pass 1: each window's maximum (NaN winning), as in the forward pass.
-                        best[:] = -np.inf
-                        _each_tap(MAX, plane, best, best, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
-                        # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the
-                        # input (possible with dilation) keeps tap -1: output -inf, no gradient.
-                        tap[:] = -1
-                        _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
-                        grow = dout[n, c, i]
-                        done = _zero_rows(dplane, done, min(H, i * sh + (KH - 1) * dh - ph + 1))
-                        for j in range(Wo):
-                            k = int(tap[j])
-                            if k >= 0:
-                                dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
-                    _zero_rows(dplane, done, H)  # rows below every window
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for p in range(cur[0], cur[1]):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                dplane = dx[n, c]
+                done = 0  # rows of dplane zeroed so far
+                best = best_rows[p]
+                tap = tap_rows[p]
+                for i in range(Ho):
+                    # Pass 1: each window's maximum (NaN winning), as in the forward pass.
+                    best[:] = -np.inf
+                    _each_tap(MAX, plane, best, best, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+                    # Pass 2: which tap holds it, in PyTorch's order. A window with no element inside the
+                    # input (possible with dilation) keeps tap -1: output -inf, no gradient.
+                    tap[:] = -1
+                    _each_tap(FIRST_TAP, plane, best, tap, i, sh, sw, ph, pw, dh, dw, KH, KW, lo, hi)
+                    grow = dout[n, c, i]
+                    done = _zero_rows(dplane, done, min(H, i * sh + (KH - 1) * dh - ph + 1))
+                    for j in range(Wo):
+                        k = int(tap[j])
+                        if k >= 0:
+                            dplane[i * sh + tap_row[k] - ph, j * sw + tap_col[k] - pw] += grow[j]
+                _zero_rows(dplane, done, H)  # rows below every window
 
 
 def _avg_counts(size: int, k: int, s: int, p: int, out_size: int, include_pad: bool) -> np.ndarray:
@@ -195,24 +183,18 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges, ctr):
     Ho, Wo = out.shape[2], out.shape[3]
     lo, hi = ranges[0], ranges[1]
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for p in range(claimed, min(vhi, claimed + run)):
-                    n, c = p // C, p % C
-                    plane = x[n, c]
-                    for i in range(Ho):
-                        orow = out[n, c, i]
-                        orow[:] = 0
-                        _each_tap(SUM, plane, orow, orow, i, sh, sw, ph, pw, 1, 1, KH, KW, lo, hi)
-                        for j in range(Wo):
-                            orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for p in range(cur[0], cur[1]):
+                n, c = p // C, p % C
+                plane = x[n, c]
+                for i in range(Ho):
+                    orow = out[n, c, i]
+                    orow[:] = 0
+                    _each_tap(SUM, plane, orow, orow, i, sh, sw, ph, pw, 1, 1, KH, KW, lo, hi)
+                    for j in range(Wo):
+                        orow[j] = orow[j] / x.dtype.type(hcnt[i] * wcnt[j])  # in x's dtype, as naive
 
 
 @kernel
@@ -223,34 +205,28 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, hcnt, wcnt, ranges, ctr):
     lo, hi = ranges[0], ranges[1]
     share_rows = np.empty((N * C, Wo), dx.dtype)  # one row per task, allocated outside the loop
     ntasks = N * C
-    nthreads = ctr[1]
-    run = claim_step(ntasks, nthreads)
-    for tslot in prange(nthreads):  # one iteration per thread: its own share, then the others'
-        for vstep in range(nthreads):
-            vslot = (tslot + vstep) % nthreads
-            vlo, vhi = task_share(ntasks, nthreads, vslot)
-            claimed = vlo + claim(ctr, vslot, run)
-            while claimed < vhi:
-                for p in range(claimed, min(vhi, claimed + run)):
-                    n, c = p // C, p % C
-                    dplane = dx[n, c]
-                    done = 0  # rows of dplane zeroed so far
-                    share = share_rows[p]
-                    for i in range(Ho):
-                        grow = dout[n, c, i]
-                        for j in range(Wo):
-                            share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
-                        done = _zero_rows(dplane, done, min(H, i * sh + KH - ph))
-                        for a in range(KH):
-                            ih = i * sh + a - ph
-                            if ih < 0 or ih >= H:
-                                continue
-                            drow = dplane[ih]
-                            for e in range(KW):
-                                off = e - pw
-                                _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
-                    _zero_rows(dplane, done, H)  # rows below every window
-                claimed = vlo + claim(ctr, vslot, run)
+    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
+        cur = claims_start()
+        while claims_next(ctr, ntasks, tslot, cur):
+            for p in range(cur[0], cur[1]):
+                n, c = p // C, p % C
+                dplane = dx[n, c]
+                done = 0  # rows of dplane zeroed so far
+                share = share_rows[p]
+                for i in range(Ho):
+                    grow = dout[n, c, i]
+                    for j in range(Wo):
+                        share[j] = grow[j] / dx.dtype.type(hcnt[i] * wcnt[j])
+                    done = _zero_rows(dplane, done, min(H, i * sh + KH - ph))
+                    for a in range(KH):
+                        ih = i * sh + a - ph
+                        if ih < 0 or ih >= H:
+                            continue
+                        drow = dplane[ih]
+                        for e in range(KW):
+                            off = e - pw
+                            _tap_row(SPREAD, share, drow, drow, lo[e], hi[e], sw, off, zero)
+                _zero_rows(dplane, done, H)  # rows below every window
 
 
 @_quiet
