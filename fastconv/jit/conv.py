@@ -1488,8 +1488,7 @@ def _conv_dw_pointwise(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
     nkb, nmb = -(-g.Cg // kv), -(-g.Fg // mb)
     dc = _dout_rows(dout, mb)
     dwt = np.empty((g.groups, nmb, nkb, mb, kv), x.dtype)
-    ntask = max(1, min(nkb, -(-DW_TASKS_PER_THREAD * get_num_threads() // g.groups)))
-    kper = -(-nkb // ntask)
+    kper = _blocks_per_task(nkb, g.groups)
     nchunk = _dw_chunk(g, P, nmb * mb, nkb * kv, x.dtype)  # as _conv_dw_channels: the same sums
     buf = _thread_rows("pwdw", nchunk * kper * P * kv, x.dtype)
     launch(_PWDW[fn], dc, np.ascontiguousarray(x).reshape(g.N, g.C, P), dwt, buf, nchunk, kper, counter())
@@ -1497,7 +1496,17 @@ def _conv_dw_pointwise(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.n
     return np.ascontiguousarray(dw[:, : g.Fg, : g.Cg].reshape(g.F, g.Cg, 1, 1))
 
 
-DW_TASKS_PER_THREAD = 1  # channel-vector dw tasks per thread: more would each re-read the input
+DW_TASKS_PER_THREAD = 1  # channel-vector dw tasks per thread (see _blocks_per_task)
+
+
+def _blocks_per_task(nblocks: int, groups: int) -> int:
+    """Channel blocks per task of the channel-vector dw kernels, whose tasks own nblocks blocks of each
+    group: DW_TASKS_PER_THREAD tasks per thread over all groups. Every task reads every chunk of the
+    batch, so fewer tasks read less: one per thread ran 1.03-1.2x faster than four per thread on the
+    suite's layers in both dtypes (under numba's static split), and 2 or 4 per thread were still slower
+    on minima with the tasks claimed, though more tasks would let a thread on a loaded core take fewer."""
+    ntask = max(1, min(nblocks, -(-DW_TASKS_PER_THREAD * get_num_threads() // groups)))
+    return -(-nblocks // ntask)
 DW_CHUNK_BYTES = 1 << 20  # a chunk of images of the channel-vector dw: about half of this machine's L2
 
 
@@ -1527,11 +1536,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     nmb = -(-g.Fg // mb)
     dc = _dout_rows(dout, mb)
     dwt = np.empty((g.groups, nmb, nkb, g.KH, g.KW, mb, kv), dtype)
-    # Output-channel blocks per task: one task per thread (each task reads every input chunk, so fewer
-    # tasks read less; numba splits the tasks statically, so more of them would not balance the threads
-    # either): 1.03-1.2x over four per thread on the suite's layers, both dtypes.
-    ntask = max(1, min(nmb, -(-DW_TASKS_PER_THREAD * get_num_threads() // g.groups)))
-    mper = -(-nmb // ntask)
+    mper = _blocks_per_task(nmb, g.groups)
     nchunk = _dw_chunk(g, R * P * J, nmb * mb, nkb * kv, dtype)
     launch(fn, dc, xT, dwt, g.sh, g.dh, colph, coloff, nchunk, mper, g.Ho, g.Wo, counter())
     # (g, mb, kb, a, e, m, t) -> (g, mb, m, kb, t, a, e) -> (F, Cg, KH, KW)
