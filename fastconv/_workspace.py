@@ -13,14 +13,29 @@ import numpy as np
 
 _local = threading.local()
 
+ALIGN = 64  # bytes: a cache line, and the width of an AVX-512 vector
+
+
+def aligned_empty(size: int, dtype: np.dtype) -> np.ndarray:
+    """np.empty(size, dtype), starting on a 64-byte boundary.
+
+    NumPy aligns its data to 16 bytes only. A packed buffer whose rows of 16 float64 start 16 bytes off a
+    cache line splits every other vector load across two lines: measured here, the float64 pw forward
+    ran 1.15x slower (7.5 against 6.5 ms) with its panel buffer 16 or 32 bytes off."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(size * dtype.itemsize + ALIGN, np.uint8)
+    start = -raw.ctypes.data % ALIGN
+    return raw[start:start + size * dtype.itemsize].view(dtype)
+
 
 def scratch(name: str, size: int, dtype: np.dtype) -> np.ndarray:
-    """A 1-D scratch array of ``size`` elements for this thread, contents undefined."""
+    """A 1-D scratch array of ``size`` elements for this thread, contents undefined, starting on a 64-byte
+    boundary."""
     bufs: dict[str, np.ndarray] = _local.__dict__.setdefault("bufs", {})
     buf = bufs.get(name)
     if buf is None or buf.dtype != dtype or buf.size < size:
         bufs.pop(name, None)  # free the old one before allocating its successor
-        buf = np.empty(size, dtype)
+        buf = aligned_empty(size, dtype)
         bufs[name] = buf
     return buf[:size]
 
@@ -38,15 +53,15 @@ POISON = False
 
 
 def fresh(shape: tuple[int, ...], dtype: np.dtype, zero: bool = False) -> np.ndarray:
-    """A new result array, contents undefined, its pages faulted in by this thread before any kernel
-    writes it; zero=True: zero-filled.
+    """A new result array starting on a 64-byte boundary, contents undefined, its pages faulted in by
+    this thread before any kernel writes it; zero=True: zero-filled.
 
     Two threads taking first-touch page faults at once contend in the kernel: measured here, a parallel
     kernel writing a fresh 32 MiB float64 array spent 19 ms faulting, against 3.6 ms for one memset.
     Writing one byte per page takes the faults without the memset's traffic: where malloc reuses pages
     (results under 32 MiB, called repeatedly) it costs 0.02-0.05 ms against 0.5-1.3 ms for a fill of
     12-26 MB, and on fresh pages half of the fill's time."""
-    out = np.empty(shape, dtype)
+    out = aligned_empty(int(np.prod(shape)), dtype).reshape(shape)
     if zero:
         out.fill(0)
     elif POISON:

@@ -53,6 +53,40 @@ def test_im2col_memory_bound(direction, monkeypatch):
     assert extra < unfolded + fixed  # chunking happened
 
 
+def test_buffers_and_results_start_on_cache_lines():
+    """Scratch buffers, each thread's row of them, and the jit/im2col results start on 64-byte
+    boundaries (NumPy's own allocations are only 16-byte aligned: a packed panel 16 bytes off splits
+    every other vector load across two cache lines)."""
+    from fastconv import _workspace
+    from fastconv.jit import conv as jit_conv
+
+    fastconv.release_workspace()
+    try:
+        for i, size in enumerate([1, 7, 13, 1000, 4099, (1 << 20) + 3]):
+            for dtype in (np.float32, np.float64, np.int64):
+                a = _workspace.aligned_empty(size, dtype)
+                assert a.ctypes.data % 64 == 0 and a.shape == (size,) and a.dtype == dtype
+                assert a.flags.c_contiguous and a.flags.writeable
+                a[:] = 1  # the whole extent is usable
+                s = _workspace.scratch(f"t{i}", size, dtype)
+                assert s.ctypes.data % 64 == 0 and s.shape == (size,) and s.dtype == dtype
+                if dtype != np.int64:  # results are float (the suite fills them with NaN)
+                    r = _workspace.fresh((size, 3), dtype)
+                    assert r.ctypes.data % 64 == 0 and r.shape == (size, 3) and r.dtype == dtype
+                rows = jit_conv._thread_rows(f"r{i}", size, dtype)
+                assert rows.shape[1] >= size
+                assert all(rows[t].ctypes.data % 64 == 0 for t in range(rows.shape[0]))
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((2, 3, 9, 9))
+        w = rng.standard_normal((4, 3, 3, 3))
+        for method in ("jit", "im2col"):
+            for _ in range(5):
+                out = fastconv.conv2d_forward(x, w, method=method)
+                assert out.ctypes.data % 64 == 0
+    finally:
+        fastconv.release_workspace()
+
+
 def test_no_growth_over_many_calls():
     """Traced memory does not grow over 600 rounds of every op and method (after 50 to warm up).
 

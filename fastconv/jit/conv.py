@@ -38,7 +38,7 @@ from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
 from .._registry import conv_backward, sum_bias_grad
 from .._threads import get_num_threads
-from .._workspace import fresh, scratch
+from .._workspace import ALIGN, fresh, scratch
 from ._numba import claims_next, claims_start, counter, inline, kernel, launch, stack_empty
 
 ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
@@ -442,10 +442,12 @@ def _run_tiles(tiling: Tiling, xpk, wt, groups, bias, out, sh, dh, colph, coloff
 
 # ---------------------------------------------------------------------------------- pointwise panels
 def _thread_rows(name: str, size: int, dtype: np.dtype) -> np.ndarray:
-    """A scratch array of one row of size elements per numba thread, which a kernel indexes with
-    numba.get_thread_id() (always below NUMBA_NUM_THREADS)."""
+    """A scratch array of one row of at least size elements per numba thread, which a kernel indexes with
+    numba.get_thread_id() (always below NUMBA_NUM_THREADS); every row starts on a 64-byte boundary."""
     threads = int(numba.config.NUMBA_NUM_THREADS)
-    return scratch(name, threads * size, dtype).reshape(threads, size)
+    per_line = max(1, ALIGN // np.dtype(dtype).itemsize)
+    row = -(-size // per_line) * per_line
+    return scratch(name, threads * row, dtype).reshape(threads, row)
 
 
 PANEL_BYTES = 1 << 19  # one task's packed input columns: with the weights, within a core's L2
