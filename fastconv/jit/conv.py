@@ -498,13 +498,18 @@ def _panel_tiles(fb, vw, x, wpk, bias, out, buf, pb, ctr):
                 npan = (width + vw - 1) // vw
                 nfull = width // vw  # panels without columns past the image
                 bf = buf[numba.get_thread_id()]
+                row = numba.carray(stack_empty(ACC, x.dtype), (vw,))
                 for k in range(K):
                     xr = x[n, g, k]
                     for pan in range(nfull):
                         base = np.uint64((pan * K + k) * vw)
                         j0 = np.uint64(p0 + pan * vw)
-                        for t in range(vw):  # a constant count: whole vector moves
-                            bf[base + np.uint64(t)] = xr[j0 + np.uint64(t)]
+                        # through the stack: LLVM cannot tell that bf and x do not overlap, and copied
+                        # element by element, in order (vector loads and stores: 1.1x on float64 pw)
+                        for t in range(vw):
+                            row[t] = xr[j0 + np.uint64(t)]
+                        for t in range(vw):
+                            bf[base + np.uint64(t)] = row[t]
                     if nfull < npan:
                         base = np.uint64((nfull * K + k) * vw)
                         j0 = np.uint64(p0 + nfull * vw)
