@@ -200,12 +200,32 @@ def test_jit_pointwise_dw_transposes_per_task(chunk_bytes, dtype, rng, monkeypat
     pytest.importorskip("numba")
     from fastconv.jit import conv as jit_conv
 
-    monkeypatch.setattr(jit_conv, "DW_CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(jit_conv, "PW_DW_CHUNK_BYTES", chunk_bytes)
     taken = []
     real = jit_conv._conv_dw_pointwise
     monkeypatch.setattr(jit_conv, "_conv_dw_pointwise", lambda *a: taken.append(real(*a)) or taken[-1])
     _assert_conv_matches_naive("jit", (5, 36, 3, 7), (22, 18, 1, 1), dict(groups=2), True, dtype, rng)
     assert taken and all(dw is not None for dw in taken)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_transpose8_moves_one_block(dtype, rng):
+    """The 8 x 8 in-register transpose the pointwise dw packs with: at unaligned offsets and strides of
+    both arrays, dst's block is src's block transposed and nothing else in dst changes."""
+    numba = pytest.importorskip("numba")
+    from fastconv.jit._numba import transpose8
+
+    @numba.njit
+    def move(src, s0, ss, dst, d0, ds):
+        transpose8(src, s0, ss, dst, d0, ds)
+
+    src = rng.standard_normal((11, 29)).astype(dtype)
+    for (r, c, rd, cd, dcols) in [(0, 0, 0, 0, 8), (3, 5, 1, 7, 21), (2, 21, 4, 3, 16), (1, 13, 0, 9, 17)]:
+        dst = np.full((13, dcols), np.nan, dtype)
+        move(src, r * 29 + c, 29, dst, rd * dcols + cd, dcols)
+        expected = np.full_like(dst, np.nan)
+        expected[rd:rd + 8, cd:cd + 8] = src[r:r + 8, c:c + 8].T
+        np.testing.assert_array_equal(dst, expected)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -107,6 +107,55 @@ def stack_empty(typingctx: Any, size: Any, dtype: Any) -> Any:
     return types.CPointer(dtype.dtype)(size, dtype), codegen
 
 
+@intrinsic
+def transpose8(typingctx: Any, src: Any, s0: Any, sstride: Any, dst: Any, d0: Any, dstride: Any) -> Any:
+    """dst_flat[d0 + j*dstride + i] = src_flat[s0 + i*sstride + j] for i, j < 8, src_flat and dst_flat
+    the flat views of the contiguous arrays src and dst (of one dtype): an 8 x 8 block transposed in
+    registers, 8 vector loads, 24 two-vector shuffles, 8 vector stores. No bounds checks: the caller
+    keeps every row inside its array.
+
+    Written element by element (a strided store per element, or a tile on the stack), LLVM moved the
+    block at 0.7 ns an element, twice the time of a plain copy."""
+    if not (isinstance(src, types.Array) and isinstance(dst, types.Array) and src.dtype == dst.dtype
+            and src.dtype in (types.float32, types.float64)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ety = context.get_data_type(signature.args[0].dtype)
+        vty = llir.VectorType(ety, 8)
+        intp = context.get_value_type(types.intp)
+
+        def pointer(aryty: Any, ary: Any, offset: Any, oty: Any) -> Any:
+            data = context.make_array(aryty)(context, builder, ary).data
+            return builder.gep(data, [context.cast(builder, offset, oty, types.intp)])
+
+        def row(base: Any, stride: Any, sty: Any, i: int) -> Any:
+            step = builder.mul(context.cast(builder, stride, sty, types.intp), llir.Constant(intp, i))
+            return builder.bitcast(builder.gep(base, [step]), vty.as_pointer())
+
+        src_at = pointer(signature.args[0], args[0], args[1], signature.args[1])
+        dst_at = pointer(signature.args[3], args[3], args[4], signature.args[4])
+        size = context.get_abi_sizeof(ety)  # the only alignment assumed: an element's
+        rows = [builder.load(row(src_at, args[2], signature.args[2], i), align=size) for i in range(8)]
+        mask_type = llir.VectorType(llir.IntType(32), 8)
+        s = 1
+        while s < 8:  # swap the off-diagonal s x s blocks of every 2s x 2s block
+            lo = llir.Constant(mask_type, [e if e & s == 0 else 8 + e - s for e in range(8)])
+            hi = llir.Constant(mask_type, [e + s if e & s == 0 else 8 + e for e in range(8)])
+            new = list(rows)
+            for i in range(8):
+                if i & s == 0:
+                    new[i] = builder.shuffle_vector(rows[i], rows[i + s], lo)
+                    new[i + s] = builder.shuffle_vector(rows[i], rows[i + s], hi)
+            rows = new
+            s *= 2
+        for j in range(8):
+            builder.store(rows[j], row(dst_at, args[5], signature.args[5], j), align=size)
+        return context.get_dummy_value()
+
+    return types.void(src, s0, sstride, dst, d0, dstride), codegen
+
+
 # ------------------------------------------------------------------------------- dynamic task claiming
 # numba's parallel loops split their iterations into one equal, contiguous share per thread. When another
 # process takes part of one core (as on these shared machines), the whole call waits for the thread on
