@@ -3,7 +3,12 @@
 A heuristic calibrated on ``fastconv bench`` and on the two gradients timed apart, interleaved, on this
 project's 2-core AVX-512 machines (float32 and float64):
 
-- forward: the jit kernels, except for pointwise convs (plain GEMMs win there) and, in float64, convs
+- pointwise convs: in float64 from 30 MFLOP, the jit kernels (packed panels, the dw transposing in
+  registers), which beat im2col's GEMMs in forward, dx and dw on the pw layer (8.3, 8.3, 8.6 against
+  10.7, 9.3, 10.6 ms) and in forward and dx on three other pointwise shapes (64 channels at 32x32, 512
+  at 7x7, 64 -> 256 at 28x28; dw: 1.5x and 1.8x faster on two, 1.3x slower at 7x7); in float32, and
+  for small convs (8 x 16 x 8 x 8 -> 32: 14 against 55 us, call overheads), im2col;
+- forward: the jit kernels, except for pointwise convs (above) and, in float64, convs
   of at least 30 MFLOP and 128 output channels per group whose im2col forward stacks its kernel rows
   into large GEMMs. Timed on a loaded machine, im2col's forward took 61-64 against 75-79 ms median on
   the down layer, and 89-95 against 113-122 on res. On a quiet machine earlier that day, res was
@@ -11,7 +16,6 @@ project's 2-core AVX-512 machines (float32 and float64):
   they measured): at most 8% slower there, so im2col is the choice that stays within 10% of the better
   method under either load. vgg (64 channels) keeps the jit kernels: equal under load, about 1.3x
   faster on the quiet machine;
-- backward of a pointwise conv: im2col (plain GEMMs);
 - backward of the float64 convs whose forward takes im2col above: dx from im2col (at stride 1 its
   stacked GEMMs: 93-95 against the jit dx's 120-123 ms on res under load; on down, im2col's fold,
   80-87 against 89-94), dw from the jit kernels (105 against 111-117 on res; 64-69 against 69-76 on
@@ -41,7 +45,7 @@ STACKED_CHANNELS = 128  # output channels per group from which the float64 forwa
 def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
     """A method name, or for the backward pass possibly (dx's method, dw's method)."""
     if g.pointwise:
-        return "im2col"
+        return "jit" if np.dtype(dtype) == np.float64 and g.flops >= SMALL_FLOPS else "im2col"
     if np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS and g.flops >= SMALL_FLOPS:
         from .im2col.conv import _stacked_images
 

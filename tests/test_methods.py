@@ -90,18 +90,21 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices(direction, dtype):
-    """auto takes im2col for pointwise convs (plain GEMMs); for a large float64 conv with 128 output
-    channels whose im2col forward stacks its kernel rows (down, res), im2col's forward and dx with the
-    jit dw; and the jit kernels for everything else (suite layers' shapes: no arrays are made)."""
+    """auto takes the jit kernels for float64 pointwise convs of 30 MFLOP or more and im2col for the
+    other pointwise convs (plain GEMMs); for a large float64 conv with 128 output channels whose im2col
+    forward stacks its kernel rows (down, res), im2col's forward and dx with the jit dw; and the jit
+    kernels for everything else (suite layers' shapes: no arrays are made)."""
     from fastconv import _registry
     from fastconv._params import conv_geometry
 
     table = _registry.REGISTRY["conv2d"]
     stacked = "jit"
+    pointwise = "jit" if dtype == np.float64 else "im2col"
     if dtype == np.float64:
         split = _registry.SplitBackward(table["im2col"], table["jit"])
         stacked = "im2col" if direction == "forward" else split
-    cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, "im2col"),  # pw
+    cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, pointwise),  # pw
+             ((8, 16, 8, 8), (32, 16, 1, 1), 1, 0, "im2col"),  # a small pointwise conv
              ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, stacked),  # down
              ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, stacked),  # res
              ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, "jit"),  # vgg: 64 output channels
