@@ -150,15 +150,23 @@ def test_jit_bias_gradient_of_a_large_dout(dtype, rng):
 
 
 @pytest.mark.parametrize("panel_bytes", [1, 3000, 1 << 19])
-def test_jit_pointwise_panels_in_column_blocks(panel_bytes, rng, monkeypatch):
+@pytest.mark.parametrize("xs, ws, groups", [
+    ((2, 6, 7, 9), (12, 3, 1, 1), 2),  # 63 columns: 3 panels of 16, the last of 15; 6 channels a group
+    ((3, 10, 6, 6), (20, 10, 1, 1), 1),  # 36: a last panel of 4, summed 8 wide; 3 blocks of 8 (odd)
+    ((2, 4, 4, 6), (34, 2, 1, 1), 2),  # 24: a last panel of 8 (the narrow width); 17 channels a group
+    ((2, 4, 5, 5), (34, 2, 1, 1), 2),  # 25: a last panel of 9 (one past it)
+    ((2, 3, 4, 8), (16, 3, 1, 1), 1)],  # 32: whole panels only
+    ids=["15", "4", "8", "9", "0"])
+def test_jit_pointwise_panels_in_column_blocks(panel_bytes, xs, ws, groups, rng, monkeypatch):
     """float64 pointwise convs (forward and dx) go through panels of packed input columns, one block of
-    columns per task: with a small budget an image splits into several blocks, the last one ragged."""
+    columns per task: with a small budget an image splits into several blocks, the last one ragged. A
+    last panel of at most 8 columns is packed and summed 8 wide, two blocks of output channels at a
+    time (the last block, if odd, paired with itself)."""
     pytest.importorskip("numba")
     from fastconv.jit import conv as jit_conv
 
     monkeypatch.setattr(jit_conv, "PANEL_BYTES", panel_bytes)
-    # 63 columns: 4 panels of 16, the last one of 15
-    _assert_conv_matches_naive("jit", (2, 6, 7, 9), (12, 3, 1, 1), dict(groups=2), True, np.float64, rng)
+    _assert_conv_matches_naive("jit", xs, ws, dict(groups=groups), True, np.float64, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
