@@ -33,6 +33,8 @@ channel) rows of xe); BLAS is only ever called from Python, never inside a paral
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import prange
 
@@ -136,7 +138,7 @@ class _Unfolded:
         C = x.shape[1]
         self.R = self.rows(Ho, KH, sh, dh)
         shape = (nb, C, KW, sh, self.R, Wo)
-        xe = scratch("unfolded", int(np.prod(shape)), x.dtype).reshape(shape)
+        xe = scratch("unfolded", math.prod(shape), x.dtype).reshape(shape)
         launch(_unfold_rows, x, xe, n0, sh, sw, dh, dw, pt, pl, False, counter())
         self.xv = xe.reshape(nb, groups, (C // groups) * KW, sh, self.R * Wo)
         self.L, self.Wo, self.sh, self.dh = Ho * Wo, Wo, sh, dh

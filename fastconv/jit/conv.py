@@ -27,6 +27,7 @@ any thread count. Each thread claims runs of tasks from its own equal share and 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -101,7 +102,7 @@ def _packed_input(x: np.ndarray, rows: int, cols: int, row0: int, col0: int, sw:
                   name: str = "packed") -> np.ndarray:
     """_pack's copy of x into the scratch buffer called name."""
     shape = (x.shape[0], x.shape[1], rows, sw, cols)
-    xpk = scratch(name, int(np.prod(shape)), x.dtype).reshape(shape)
+    xpk = scratch(name, math.prod(shape), x.dtype).reshape(shape)
     launch(_pack, x, xpk, row0, col0, sw, counter())
     return xpk
 
@@ -398,6 +399,7 @@ _ROWS = {np.dtype(np.float32): Tiling(_fwd_rows_f32, 1, 32),
          np.dtype(np.float64): Tiling(_fwd_rows_f64, 1, 16)}
 
 
+@functools.lru_cache(maxsize=256)
 def _tiling(out_per_group: int, dtype: np.dtype, width: int) -> Tiling:
     """The tile kernel for out_per_group output channels per group and output rows of width columns."""
     dtype = np.dtype(dtype)
@@ -1479,9 +1481,9 @@ def _channel_blocks(src: np.ndarray, groups: int, bw: int, name: str) -> np.ndar
     innermost, each group's last block zero-filled."""
     N, K = src.shape[0], src.shape[1] // groups
     rest = src.shape[2:]
-    nblk, size = -(-K // bw), int(np.prod(rest))
+    nblk, size = -(-K // bw), math.prod(rest)
     shape = (N, groups, nblk, size, bw)
-    dst = scratch(name, int(np.prod(shape)), src.dtype).reshape(shape)
+    dst = scratch(name, math.prod(shape), src.dtype).reshape(shape)
     launch(_to_blocks, src.reshape(N, groups, K, size), dst, counter())
     return dst.reshape(N, groups, nblk, *rest, bw)
 
@@ -1492,7 +1494,7 @@ def _dout_channels_last(dout: np.ndarray, g: ConvGeometry, mv: int) -> np.ndarra
     1.0-1.1x faster on vgg, res and down)."""
     nmb = -(-g.Fg // mv)
     shape = (g.N, g.Ho, g.Wo, g.groups, nmb * mv)
-    dT = scratch("dout", int(np.prod(shape)), dout.dtype).reshape(shape)
+    dT = scratch("dout", math.prod(shape), dout.dtype).reshape(shape)
     launch(_channels_last, dout.reshape(g.N, g.groups, g.Fg, g.Ho, g.Wo), dT.transpose(0, 3, 1, 2, 4),
            counter())
     return dT.reshape(g.N, g.Ho, g.Wo, g.groups * nmb * mv)
@@ -1528,7 +1530,7 @@ def _copy_rows(src, dst, ctr):
 def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
     """dout as (N, F, S) rows for _dwc_tiles: itself, or a copy in rows padded to _row_stride."""
     N, F = dout.shape[:2]
-    plane = int(np.prod(dout.shape[2:]))
+    plane = math.prod(dout.shape[2:])
     stride = _row_stride(plane, dout.dtype.itemsize, rows)
     if stride == plane:
         return np.ascontiguousarray(dout).reshape(N, F, plane)
@@ -1593,7 +1595,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
     nkb = -(-g.Cg // kv)
     # the input padded, its columns split by phase as _pack does, and in channel blocks
     shape = (g.N, g.groups, nkb, R, P, J, kv)
-    xT = scratch("packed_t", int(np.prod(shape)), dtype).reshape(shape)
+    xT = scratch("packed_t", math.prod(shape), dtype).reshape(shape)
     launch(_pack_blocks, x, xT, g.pt, g.pl, g.sw, counter())
     nmb = -(-g.Fg // mb)
     dc = _dout_rows(dout, mb)
