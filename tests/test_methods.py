@@ -149,6 +149,50 @@ def test_jit_bias_gradient_of_a_large_dout(dtype, rng):
     assert_close(got, expected, dtype, "db")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs,ws,kw,bias", CONV_CASES, ids=ids(CONV_CASES))
+def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, monkeypatch):
+    """With enough images per thread the jit forward packs each image inside the task that computes it
+    (one launch): the same results, bitwise, as packing the whole batch first, non-finite inputs
+    included, and close to naive. Here the threshold is lowered to 0 so that every table case whose
+    forward pads (or splits by phase) its input, with a tile that has such a variant, takes that path;
+    the path taken is checked."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
+    launched = []
+    real = jit_conv.launch
+    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.append(fn) or real(fn, *a))
+
+    def both(x):
+        launched.clear()
+        monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 10**9)
+        whole_batch = fastconv.conv2d_forward(x, w, b, method="jit", **kw)
+        before = list(launched)
+        launched.clear()
+        monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 0)
+        per_image = fastconv.conv2d_forward(x, w, b, method="jit", **kw)
+        return whole_batch, per_image, before, list(launched)
+
+    whole_batch, per_image, before, after = both(x)
+    np.testing.assert_array_equal(per_image, whole_batch)
+    tilings = {t.fn: t for t in (*jit_conv._WIDE[np.dtype(dtype)], jit_conv._NARROW[np.dtype(dtype)])}
+    tile = next((tilings[fn] for fn in before if fn in tilings), None)
+    if jit_conv._pack not in before or tile is None:
+        assert after == before  # read in place, or a kernel without the per-image variant
+        return
+    assert after == [tile.packed]
+    assert_close(per_image, fastconv.conv2d_forward(x, w, b, method="naive", **kw), dtype, "out")
+    flat = x.reshape(-1)
+    k = min(3, flat.size)
+    flat[rng.choice(flat.size, k, replace=False)] = [np.inf, np.nan, -np.inf][:k]
+    whole_batch, per_image, _, _ = both(x)
+    np.testing.assert_array_equal(per_image, whole_batch)  # NaN where the other has NaN
+
+
 @pytest.mark.parametrize("panel_bytes", [1, 3000, 1 << 19])
 @pytest.mark.parametrize("xs, ws, groups", [
     ((2, 6, 7, 9), (12, 3, 1, 1), 2),  # 63 columns: 3 panels of 16, the last of 15; 6 channels a group
