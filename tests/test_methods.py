@@ -193,6 +193,41 @@ def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, 
     np.testing.assert_array_equal(per_image, whole_batch)  # NaN where the other has NaN
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jit_dx_packs_each_image_in_its_task(dtype, rng, monkeypatch):
+    """dx at stride 1 runs the forward's tiles over dout padded: with enough images per thread, dout is
+    packed image by image in the tasks too. Bitwise the same dx as packing all of dout first on every
+    table case and two with padding past the kernel's reach, non-finite values included, the per-image
+    kernel taken in some of them."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    packed = {t.packed for t in (*jit_conv._WIDE[np.dtype(dtype)], jit_conv._NARROW[np.dtype(dtype)])}
+    launched = []
+    real = jit_conv.launch
+    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.append(fn) or real(fn, *a))
+    taken = 0
+    # padding past the kernel's reach: dx's rows start below dout's first (r0 > 0)
+    wide = [((4, 3, 6, 7), (5, 3, 2, 2), dict(padding=2), None),
+            ((4, 3, 6, 7), (5, 3, 2, 3), dict(padding=((2, 0), (3, 1))), None)]
+    for xs, ws, kw, _ in CONV_CASES + wide:
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        g = fastconv.conv2d_forward(x, w, method="naive", **kw)
+        dout = rng.standard_normal(g.shape).astype(dtype)
+        flat = dout.reshape(-1)
+        k = min(2, flat.size)
+        flat[rng.choice(flat.size, k, replace=False)] = [np.nan, np.inf][:k]
+        monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 10**9)
+        whole = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
+        monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 0)
+        launched.clear()
+        per_image = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
+        np.testing.assert_array_equal(per_image, whole)
+        taken += any(fn in packed for fn in launched)
+    assert taken >= 5  # 9 of the 34 cases (stride 1, padded dout, a tile with the variant)
+
+
 @pytest.mark.parametrize("panel_bytes", [1, 3000, 1 << 19])
 @pytest.mark.parametrize("xs, ws, groups", [
     ((2, 6, 7, 9), (12, 3, 1, 1), 2),  # 63 columns: 3 panels of 16, the last of 15; 6 channels a group

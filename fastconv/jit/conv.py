@@ -92,6 +92,25 @@ def _pack(src, dst, row0, col0, sw, ctr):
 PACKED_IMAGES_PER_THREAD = 4
 
 
+def _packs_per_image(tiling: Tiling, images: int) -> bool:
+    """Whether a tile conv over this many images takes _packed_tiles (see PACKED_IMAGES_PER_THREAD)."""
+    return tiling.packed is not None and images >= PACKED_IMAGES_PER_THREAD * get_num_threads()
+
+
+def _run_packed_tiles(tiling: Tiling, x, wt, groups, bias, out, row0, col0, sw, r0, sh, dh, rows, cols,
+                      colph, coloff) -> None:
+    """_run_tiles with _pack fused in (tiling.packed): x unpacked, packed image by image into rows x
+    (sw phases x cols columns) with _pack's row0, col0 and sw."""
+    fb = tiling.fb
+    wpk = _packed_weights(wt, groups, fb)
+    wpk = wpk.reshape(wpk.shape[0], wpk.shape[1], -1, fb)
+    C = x.shape[1]
+    offq = _offsets(C, rows, sw, cols, groups, wt.shape[2], dh, tuple(colph.tolist()),
+                    tuple(coloff.tolist()))
+    buf = _thread_rows("packed_image", C * rows * sw * cols, x.dtype)
+    launch(tiling.packed, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, rows, cols, counter())
+
+
 def _in_place(x: np.ndarray, rows: int, reach: int, row0: int, col0: int, sw: int, width: int, vw: int,
               has_overlap: bool) -> bool:
     """Whether the tiles can read x itself (see _tile_source)."""
@@ -213,8 +232,8 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap, ctr):
 
 
 @inline
-def _packed_tiles(fb, vw, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    """_fwd_tiles' sums (r0 = 0, no overlap) with _pack fused in: one task per image, which packs the
+def _packed_tiles(fb, vw, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    """_fwd_tiles' sums (without overlap) with _pack fused in: one task per image, which packs the
     image (every channel) into its thread's row of buf as one image of _pack's result, (C, R, sw, J),
     then runs all of the image's tiles, output row by output row with the output-channel blocks
     innermost, while the packed image is in its core's cache. No packing pass over the whole batch and
@@ -243,7 +262,8 @@ def _packed_tiles(fb, vw, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J
                             wf = wpk[g, b].reshape(-1)
                             for ch in range(nch):
                                 j0 = ch * vw
-                                _tile_sums(fb, vw, acc, bf, wf, offs, 0, Q, np.uint64(i * sh * row + j0))
+                                _tile_sums(fb, vw, acc, bf, wf, offs, 0, Q,
+                                           np.uint64((r0 + i * sh) * row + j0))
                                 tmax = min(vw, Wo - j0)
                                 for m in range(mcount):
                                     oc = g * Mg + b * fb + m
@@ -415,28 +435,28 @@ def _fwd_rows_f64(xpk, wpk, offq, bias, out, r0, sh, ctr):
 
 
 @kernel
-def _packed_f32(x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    _packed_tiles(16, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr)
+def _packed_f32(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(16, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
 @kernel
-def _packed_f64(x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    _packed_tiles(8, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr)
+def _packed_f64(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(8, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
 @kernel
-def _packed_f64_5x24(x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    _packed_tiles(5, 24, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr)
+def _packed_f64_5x24(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(5, 24, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
 @kernel
-def _packed_narrow_f32(x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    _packed_tiles(4, 32, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr)
+def _packed_narrow_f32(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(4, 32, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
 @kernel
-def _packed_narrow_f64(x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr):
-    _packed_tiles(4, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, sh, R, J, ctr)
+def _packed_narrow_f64(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(4, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
 # For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
@@ -720,16 +740,11 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, g: ConvGe
     reach = g.Wo + int(coloff[-1])
     bias = np.zeros(g.F, x.dtype) if b is None else b
     has_overlap = tiling.overlap is not None
-    if tiling.packed is not None and g.N >= PACKED_IMAGES_PER_THREAD * get_num_threads() \
-            and not _in_place(x, rows, reach, g.pt, g.pl, g.sw, g.Wo, vw, has_overlap):
+    if _packs_per_image(tiling, g.N) and not _in_place(x, rows, reach, g.pt, g.pl, g.sw, g.Wo, vw,
+                                                        has_overlap):
         out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
-        wpk = _packed_weights(w, g.groups, tiling.fb)
-        wpk = wpk.reshape(wpk.shape[0], wpk.shape[1], -1, tiling.fb)
-        offq = _offsets(g.C, rows, g.sw, cols, g.groups, g.KH, g.dh, tuple(colph.tolist()),
-                        tuple(coloff.tolist()))
-        buf = _thread_rows("packed_image", g.C * rows * g.sw * cols, x.dtype)
-        launch(tiling.packed, x, wpk, offq, bias, out, buf, g.pt, g.pl, g.sw, g.sh, rows, cols,
-               counter())
+        _run_packed_tiles(tiling, x, w, g.groups, bias, out, g.pt, g.pl, g.sw, 0, g.sh, g.dh, rows, cols,
+                          colph, coloff)
         return out
     xpk, overlap = _tile_source(x, rows, cols, reach, g.pt, g.pl, g.sw, g.Wo, vw, has_overlap)
     out = fresh((g.N, g.F, g.Ho, g.Wo), x.dtype)
@@ -997,8 +1012,18 @@ def _conv_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray:
     cols = max(left + p.base_w + -(-p.nw // vw) * vw + (len(p.taps_w) - 1) * p.step_w for p in phases)
     reach = max(left + p.base_w + p.nw + (len(p.taps_w) - 1) * p.step_w for p in phases)
     fused = strided and tiling.phases is not None
+    has_overlap = tiling.overlap is not None and not fused
+    p = phases[0]
+    whole = not strided and (p.h0, p.w0, p.nh, p.nw) == (0, 0, g.H, g.W)  # one phase: all of dx
+    if whole and _packs_per_image(tiling, g.N) and not _in_place(dout, rows, reach, top, left, 1, p.nw,
+                                                                 vw, has_overlap):
+        # dout packed image by image in the tasks
+        colph, coloff = _phase_columns(p, left)
+        _run_packed_tiles(tiling, dout, phase_kernel(wt, p), g.groups, np.zeros(g.C, dtype), dx, top, left,
+                          1, top + p.base_h, 1, p.step_h, rows, cols, colph, coloff)
+        return dx
     src, overlap = _tile_source(dout, rows, cols, reach, top, left, 1, min(p.nw for p in phases), vw,
-                                tiling.overlap is not None and not fused)
+                                has_overlap)
     if fused:
         _run_phases(tiling, src, wt, g, phases, top, left, dx)
         return dx
