@@ -185,6 +185,16 @@ def _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, base):
 
 
 @inline
+def _store_tile(acc, bias, out, n, oc0, mcount, i, j0, tmax):
+    """out[n, oc0 + m, i, j0 + t] = acc[m, t] + bias[oc0 + m] for m < mcount, t < tmax."""
+    for m in range(mcount):
+        bv = bias[oc0 + m]
+        orow = out[n, oc0 + m, i]
+        for t in range(tmax):
+            orow[j0 + t] = acc[m, t] + bv
+
+
+@inline
 def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap, ctr):
     """out[n, g*Mg + m, i, j] = bias + sum_q wpk[g, m // fb, q, m % fb] * xflat[n][offq[g, q] + (r0 + i*sh)
     * row + j], where xflat[n] is xpk[n] flattened, row one packed input row (all phases) and q runs over
@@ -222,13 +232,7 @@ def _fwd_tiles(fb, vw, xpk, wpk, offq, bias, out, r0, sh, overlap, ctr):
                     if overlap and j0 + vw > Wo:
                         j0 = Wo - vw  # the last chunk overlaps the one before: it never reads past a row
                     _tile_sums(fb, vw, acc, xn, wf, offs, 0, Q, np.uint64((r0 + i * sh) * row + j0))
-                    tmax = min(vw, Wo - j0)
-                    for m in range(mcount):
-                        oc = g * Mg + b * fb + m
-                        bv = bias[oc]
-                        orow = out[n, oc, i]
-                        for t in range(tmax):
-                            orow[j0 + t] = acc[m, t] + bv
+                    _store_tile(acc, bias, out, n, g * Mg + b * fb, mcount, i, j0, min(vw, Wo - j0))
 
 
 @inline
@@ -264,13 +268,8 @@ def _packed_tiles(fb, vw, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, 
                                 j0 = ch * vw
                                 _tile_sums(fb, vw, acc, bf, wf, offs, 0, Q,
                                            np.uint64((r0 + i * sh) * row + j0))
-                                tmax = min(vw, Wo - j0)
-                                for m in range(mcount):
-                                    oc = g * Mg + b * fb + m
-                                    bv = bias[oc]
-                                    orow = out[n, oc, i]
-                                    for t in range(tmax):
-                                        orow[j0 + t] = acc[m, t] + bv
+                                _store_tile(acc, bias, out, n, g * Mg + b * fb, mcount, i, j0,
+                                            min(vw, Wo - j0))
 
 
 @inline
