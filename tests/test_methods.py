@@ -319,6 +319,67 @@ def test_transpose8_moves_one_block(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_tile_sums_are_the_loops_sums(dtype, rng):
+    """The register tiles written in LLVM IR (tile_sums, tile_sums_at) against the loop they replace,
+    compiled with the same fast-math flags: bitwise the same sums, for one and two weight blocks, one to
+    three vectors of columns, offsets read from a table, an empty range of q and non-finite inputs."""
+    numba = pytest.importorskip("numba")
+    from fastconv._config import FASTMATH
+    from fastconv.jit._numba import tile_sums, tile_sums_at
+
+    lanes = 64 // np.dtype(dtype).itemsize
+
+    def loop(acc, x, rows_at, w, wbase, wstep, block, q0, q1):
+        rows, cols = acc.shape
+        for m in range(rows):
+            for t in range(cols):
+                acc[m, t] = 0
+        for q in range(q0, q1):
+            for m in range(rows):
+                wv = w[wbase + (m // block) * wstep + q * block + m % block]
+                for t in range(cols):
+                    acc[m, t] += wv * x[rows_at[q] + t]
+
+    loop = numba.njit(fastmath=set(FASTMATH))(loop)
+    tiles = {}
+    for blocks, block, nv in [(1, 8, 2), (2, 8, 1), (1, 16, 1), (1, 5, 3), (2, 12, 1), (1, 4, 2)]:
+        cols = nv * lanes
+        # each shape is its own compiled function: the intrinsics take literal shapes
+        src = (f"def run(acc, x, xbase, xstep, w, wbase, wstep, n):\n"
+               f"    tile_sums({blocks}, {block}, {cols}, acc, x, xbase, xstep, w, wbase, wstep, n)\n"
+               f"def run_at(acc, x, offs, base, q0, q1, w, wstep):\n"
+               f"    tile_sums_at({blocks}, {block}, {cols}, acc, x, offs, base, q0, q1, w, wstep)\n")
+        env = {"tile_sums": tile_sums, "tile_sums_at": tile_sums_at}
+        exec(src, env)
+        tiles[blocks, block, nv] = numba.njit(env["run"]), numba.njit(env["run_at"])
+
+    for (blocks, block, nv), (run, run_at) in tiles.items():
+        rows, cols = blocks * block, nv * lanes
+        K, xstep, wstep = 37, cols + 3, 41 * block
+        x = rng.standard_normal(K * xstep + cols + 11).astype(dtype)
+        x[[5, 17]] = [np.inf, np.nan]
+        w = rng.standard_normal(3 * wstep + K * block + 7).astype(dtype)
+        for n in (K, 1, 0):
+            acc, ref = np.full((rows, cols), np.nan, dtype), np.full((rows, cols), np.nan, dtype)
+            run(acc, x, 7, xstep, w, 5, wstep, n)
+            loop(ref, x, 7 + xstep * np.arange(K), w, 5, wstep, block, 0, n)
+            np.testing.assert_array_equal(acc, ref)
+            wide = np.zeros((rows, cols))
+            for q in range(n):
+                wq = [w[5 + (m // block) * wstep + q * block + m % block] for m in range(rows)]
+                wide += np.outer(np.array(wq, np.float64), x[7 + q * xstep:][:cols].astype(np.float64))
+            finite = np.isfinite(wide)
+            np.testing.assert_allclose(acc[finite], wide[finite], rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                       atol=1e-4 if dtype == np.float32 else 1e-10)
+        offs = rng.integers(0, K * xstep, 19)
+        for q0, q1 in ((0, 19), (4, 13), (6, 6)):
+            acc, ref = np.full((rows, cols), np.nan, dtype), np.full((rows, cols), np.nan, dtype)
+            run_at(acc, x, offs, 3, q0, q1, w, wstep)
+            loop(ref, x, offs + 3, w, 0, wstep, block, q0, q1)
+            np.testing.assert_array_equal(acc, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1),
                                 dict(dilation=2, padding=2, groups=2), dict(stride=(2, 1), padding=(1, 0))],
                          ids=["pad", "stride", "dilation-groups", "row-stride"])

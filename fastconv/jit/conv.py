@@ -3,7 +3,8 @@
 Forward: the input is padded once and its columns split by phase (column mod stride), so that every tap
 reads a contiguous run of input for a run of output columns. Each parallel task owns one output row of
 FB output channels and keeps an FB x VW tile of the row in vector registers while it loops over input
-channels and taps (``_fwd_tiles``).
+channels and taps (``_fwd_tiles``). The tile's loop is written in LLVM IR (``_numba.tile_sums_at``): the
+same sums as the Python loop, bitwise, with the accumulators held in registers whatever the tile's shape.
 
 A float64 pointwise conv (1x1, stride 1, no padding) is a GEMM per image: each task packs a block of an
 image's columns into panels whose rows lie end to end, and runs the same register tile over them
@@ -40,7 +41,18 @@ from .._quiet import quiet as _quiet
 from .._registry import conv_backward, sum_bias_grad
 from .._threads import get_num_threads
 from .._workspace import ALIGN, fresh, scratch
-from ._numba import claims_next, claims_start, counter, inline, kernel, launch, stack_empty, transpose8
+from ._numba import (
+    claims_next,
+    claims_start,
+    counter,
+    inline,
+    kernel,
+    launch,
+    stack_empty,
+    tile_sums,
+    tile_sums_at,
+    transpose8,
+)
 
 ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
 
@@ -170,18 +182,8 @@ def _tap_columns(KW: int, dw: int, sw: int) -> tuple[np.ndarray, np.ndarray]:
 @inline
 def _tile_sums(fb, vw, acc, xn, wf, offs, q0, q1, base):
     """acc[m, t] = sum_{q0 <= q < q1} wf[q*fb + m] * xn[offs[q] + base + t], over the taps in order:
-    one vector load of input and fb broadcast FMAs per tap. Unsigned indices skip numba's wraparound
-    code, so the loop body is little more than the FMAs."""
-    for m in range(fb):
-        for t in range(vw):
-            acc[m, t] = 0
-    for q in range(q0, q1):
-        o = np.uint64(offs[q]) + base
-        wq = np.uint64(q * fb)
-        for t in range(vw):
-            xv = xn[o + np.uint64(t)]
-            for m in range(fb):
-                acc[m, t] += wf[wq + np.uint64(m)] * xv
+    one vector load of input per vector of columns and fb broadcast FMAs per tap (tile_sums_at)."""
+    tile_sums_at(1, fb, vw, acc, xn, offs, base, q0, q1, wf, 0)
 
 
 @inline
@@ -562,39 +564,6 @@ PANEL_BYTES = 1 << 19  # one task's packed input columns: with the weights, with
 
 
 @inline
-def _panel_sums(fb, vw, acc, xn, wf, K, base, wbase):
-    """_tile_sums over K rows of vw lying end to end from xn[base], weights from wf[wbase]: row offsets
-    computed, not read from a table, so no load feeds an address (1.02-1.05x on float64 pw)."""
-    for m in range(fb):
-        for t in range(vw):
-            acc[m, t] = 0
-    for q in range(K):
-        o = np.uint64(q * vw) + base
-        wq = np.uint64(q * fb) + wbase
-        for t in range(vw):
-            xv = xn[o + np.uint64(t)]
-            for m in range(fb):
-                acc[m, t] += wf[wq + np.uint64(m)] * xv
-
-
-@inline
-def _pair_sums(fb, hw, acc, xn, wf, K, base, wbase, wstep):
-    """_panel_sums for 2 * fb rows, from the weight blocks at wbase and wbase + wstep, over panel rows of
-    hw: the tile of a last, narrow panel. (With fb rows of hw columns, 8 accumulators, LLVM vectorized
-    the loop over K instead, with gathers.)"""
-    for m in range(2 * fb):
-        for t in range(hw):
-            acc[m, t] = 0
-    for q in range(K):
-        o = np.uint64(q * hw) + base
-        wq = np.uint64(q * fb) + wbase
-        for t in range(hw):
-            xv = xn[o + np.uint64(t)]
-            for m in range(2 * fb):
-                acc[m, t] += wf[wq + np.uint64(m // fb) * wstep + np.uint64(m % fb)] * xv
-
-
-@inline
 def _panel_tiles(fb, vw, hw, x, wpk, bias, out, buf, pb, ctr):
     """out[n, g*Mg + m, p] = bias[g*Mg + m] + sum_k wpk[g, m // fb, k, m % fb] * x[n, g, k, p]: a
     pointwise conv, one GEMM per image and group, K = x.shape[2] input channels.
@@ -602,13 +571,14 @@ def _panel_tiles(fb, vw, hw, x, wpk, bias, out, buf, pb, ctr):
     Each task owns pb columns of one image and group. It first copies them, row by row, into panels of
     vw columns whose K rows lie end to end (its thread's row of buf; columns past the image are zeros,
     their sums never stored), then runs every block of fb output channels over each panel while the
-    panel is in cache (_panel_sums, the forward's register tile). Read in place, a tile's K rows are K
-    strided streams, which the prefetchers do not follow when the input comes from memory.
+    panel is in cache (tile_sums: the forward's fb x vw register tile, its K rows end to end). Read in
+    place, a tile's K rows are K strided streams, which the prefetchers do not follow when the input
+    comes from memory.
 
     A last panel of at most hw = vw / 2 columns is packed hw wide and summed by tiles of 2 * fb output
-    channels x hw columns (_pair_sums): 196 columns (14 x 14) are 12 panels of 16 and one of 4, which
-    the 16-wide tile computed at the cost of a whole panel (1.07x on pw and on 512 channels at 7 x 7,
-    forward and dx, medians of per-round ratios)."""
+    channels x hw columns (tile_sums over two weight blocks): 196 columns (14 x 14) are 12 panels of
+    16 and one of 4, which the 16-wide tile computed at the cost of a whole panel (1.07x on pw and on
+    512 channels at 7 x 7, forward and dx, medians of per-round ratios)."""
     N, G, K, P = x.shape
     nb = wpk.shape[1]
     Mg = out.shape[1] // G
@@ -662,9 +632,8 @@ def _panel_tiles(fb, vw, hw, x, wpk, bias, out, buf, pb, ctr):
                             # blocks in pairs: b's tile sums b + 1's rows too (past the last block,
                             # b's own again, never stored)
                             if b % 2 == 0:
-                                wb = np.uint64(b * K * fb)
-                                _pair_sums(fb, hw, hacc, bf, wg, K, np.uint64(nfull * K * vw), wb,
-                                           np.uint64(min(b + 1, nb - 1) * K * fb) - wb)
+                                tile_sums(2, fb, hw, hacc, bf, nfull * K * vw, hw, wg, b * K * fb,
+                                          (min(b + 1, nb - 1) - b) * K * fb, K)
                                 for m in range(min(2 * fb, Mg - b * fb)):
                                     oc = g * Mg + b * fb + m
                                     bv = bias[oc]
@@ -672,8 +641,7 @@ def _panel_tiles(fb, vw, hw, x, wpk, bias, out, buf, pb, ctr):
                                     for t in range(tail):
                                         of[o + np.uint64(t)] = hacc[m, t] + bv
                             continue
-                        _panel_sums(fb, vw, acc, bf, wg, K, np.uint64(pan * K * vw),
-                                    np.uint64(b * K * fb))
+                        tile_sums(1, fb, vw, acc, bf, pan * K * vw, vw, wg, b * K * fb, 0, K)
                         for m in range(min(fb, Mg - b * fb)):
                             oc = g * Mg + b * fb + m
                             bv = bias[oc]
