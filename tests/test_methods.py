@@ -194,6 +194,50 @@ def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("packed", [False, True], ids=["batch-packed", "image-packed"])
+def test_every_jit_tile_gives_the_same_sums(dtype, packed, rng, monkeypatch):
+    """Each wide register tile of the jit forward and dx, forced on every table case: an output
+    element's sum runs over the same taps in the same order whatever the tile's shape, so the forward
+    and dx are bitwise those of the default tile (non-finite inputs included), which are close to
+    naive (test_conv_method_matches_naive). With packed, the per-image variants (threshold 0)."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    tilings = jit_conv._WIDE[np.dtype(dtype)]
+    assert len(tilings) > 1
+    monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 0 if packed else 10**9)
+    launched = set()
+    real = jit_conv.launch
+    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.add(fn) or real(fn, *a))
+
+    def run(tiling, x, w, b, dout, kw):
+        monkeypatch.setitem(jit_conv._WIDE, np.dtype(dtype), tilings if tiling is None else (tiling,))
+        jit_conv._tiling.cache_clear()
+        out = fastconv.conv2d_forward(x, w, b, method="jit", **kw)
+        return out, fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
+
+    try:
+        for xs, ws, kw, bias in CONV_CASES:
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal(ws).astype(dtype)
+            b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
+            flat = x.reshape(-1)
+            flat[rng.integers(flat.size)] = np.nan
+            flat[rng.integers(flat.size)] = np.inf
+            shape = fastconv.conv2d_forward(x, w, method="naive", **kw).shape
+            dout = rng.standard_normal(shape).astype(dtype)
+            ref = run(tilings[0], x, w, b, dout, kw)
+            for tiling in tilings[1:]:
+                for got, want in zip(run(tiling, x, w, b, dout, kw), ref):
+                    np.testing.assert_array_equal(got, want)
+    finally:
+        jit_conv._tiling.cache_clear()
+    for tiling in tilings:  # every tile's kernels ran
+        assert tiling.fn in launched or tiling.overlap in launched or tiling.packed in launched
+        assert tiling.phases is None or tiling.phases in launched
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_jit_dx_packs_each_image_in_its_task(dtype, rng, monkeypatch):
     """dx at stride 1 runs the forward's tiles over dout padded: with enough images per thread, dout is
     packed image by image in the tasks too. Bitwise the same dx as packing all of dout first on every

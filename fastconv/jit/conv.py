@@ -54,7 +54,7 @@ from ._numba import (
     transpose8,
 )
 
-ACC = 256  # elements of the largest tile: 16 channels x 16 columns (float32), 8 x 16 (float64)
+ACC = 512  # elements of the largest tile: 12 channels x 32 columns (float32), 8 x 16 (float64)
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -460,6 +460,46 @@ def _packed_narrow_f64(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, 
     _packed_tiles(4, 16, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
 
 
+@kernel
+def _fwd_f32_8x32(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(8, 32, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
+
+
+@kernel
+def _fwd_f32_8x32_overlap(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(8, 32, xpk, wpk, offq, bias, out, r0, sh, True, ctr)
+
+
+@kernel
+def _phases_f32_8x32(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(8, 32, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
+
+
+@kernel
+def _packed_f32_8x32(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(8, 32, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
+
+
+@kernel
+def _fwd_f32_12x32(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(12, 32, xpk, wpk, offq, bias, out, r0, sh, False, ctr)
+
+
+@kernel
+def _fwd_f32_12x32_overlap(xpk, wpk, offq, bias, out, r0, sh, ctr):
+    _fwd_tiles(12, 32, xpk, wpk, offq, bias, out, r0, sh, True, ctr)
+
+
+@kernel
+def _phases_f32_12x32(src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr):
+    _phase_tiles(12, 32, src, wcat, ocat, pp, dx, sh, sw, nhmax, ctr)
+
+
+@kernel
+def _packed_f32_12x32(x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr):
+    _packed_tiles(12, 32, x, wpk, offq, bias, out, buf, row0, col0, sw, r0, sh, R, J, ctr)
+
+
 # For few output channels (dx of a 1- or 3-channel input): 4 channels x 2 vectors of columns, so a
 # 16-channel tile does not compute 13 to 15 channels of zeros.
 @kernel
@@ -490,10 +530,18 @@ class Tiling(NamedTuple):
 # Tiles for more than 4 output channels per group, by dtype; _tiling picks the one that computes the
 # least padding per unit of speed. float64's 5 x 24 tile: 0.93x the 8 x 16 tile's speed where neither
 # pads (48 columns, 40 channels), 1.43x faster on lenet (24 columns, 20 channels) and on 24 columns
-# and 40 channels, where 8 x 16 computes a third of its columns for nothing.
+# and 40 channels, where 8 x 16 computes a third of its columns for nothing. float32's 8 x 32 and
+# 12 x 32 tiles (2 vector loads and 8 or 12 broadcasts per 16 or 24 FMAs, where 16 x 16 needs 1 and
+# 16): 1.06-1.20x and 1.07-1.18x the 16 x 16 tile's speed, forward and dx, where none pads (32
+# columns; 48 and 96 channels; /tmp/exp/abtiles2.py). Before the tile loop was written in LLVM IR
+# (tile_sums_at), LLVM compiled such tiles to code 1.4-3x slower.
 _WIDE = {
     np.dtype(np.float32): (Tiling(_fwd_f32, 16, 16, _fwd_f32_overlap, phases=_phases_f32,
-                                  packed=_packed_f32),),
+                                  packed=_packed_f32),
+                           Tiling(_fwd_f32_8x32, 8, 32, _fwd_f32_8x32_overlap, 1.10, _phases_f32_8x32,
+                                  _packed_f32_8x32),
+                           Tiling(_fwd_f32_12x32, 12, 32, _fwd_f32_12x32_overlap, 1.15, _phases_f32_12x32,
+                                  _packed_f32_12x32)),
     np.dtype(np.float64): (Tiling(_fwd_f64, 8, 16, _fwd_f64_overlap, phases=_phases_f64,
                                   packed=_packed_f64),
                            Tiling(_fwd_f64_5x24, 5, 24, None, 0.93, _phases_f64_5x24, _packed_f64_5x24)),
@@ -508,8 +556,9 @@ _ROWS = {np.dtype(np.float32): Tiling(_fwd_rows_f32, 1, 32),
 
 
 @functools.lru_cache(maxsize=256)
-def _tiling(out_per_group: int, dtype: np.dtype, width: int) -> Tiling:
-    """The tile kernel for out_per_group output channels per group and output rows of width columns."""
+def _tiling(out_per_group: int, dtype: np.dtype, width: int, fold: bool = False) -> Tiling:
+    """The tile kernel for out_per_group output channels per group and output rows of width columns;
+    fold: among the tiles that _fold_tiles has a kernel for (_FOLD_TILINGS)."""
     dtype = np.dtype(dtype)
     if out_per_group == 1:
         return _ROWS[dtype]
@@ -519,7 +568,7 @@ def _tiling(out_per_group: int, dtype: np.dtype, width: int) -> Tiling:
     def cost(t: Tiling) -> float:
         return -(-out_per_group // t.fb) * t.fb * -(-width // t.vw) * t.vw / t.speed
 
-    return min(_WIDE[dtype], key=cost)
+    return min(_FOLD_TILINGS[dtype] if fold else _WIDE[dtype], key=cost)
 
 
 def _tap_offsets(xpk: np.ndarray, groups: int, KH: int, dh: int, colph: np.ndarray,
@@ -924,6 +973,7 @@ def _fold_f64_5x24(dout, wpk, offq, dx, buf, Q, Ho, Wo, KW, sh, sw, dh, dw, pt, 
 FOLD_BYTES = 2 << 20
 _FOLD = {(np.dtype(np.float32), 16): _fold_f32, (np.dtype(np.float64), 8): _fold_f64,
          (np.dtype(np.float64), 5): _fold_f64_5x24}
+_FOLD_TILINGS = {dtype: tuple(t for t in tiles if (dtype, t.fb) in _FOLD) for dtype, tiles in _WIDE.items()}
 
 
 def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarray | None:
@@ -933,7 +983,7 @@ def _conv_dx_fold(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.ndarra
     Q, P = g.KH * g.KW, g.Ho * g.Wo
     if g.Cg != 1 or g.Fg < 8 or Q < 5 or g.N * g.groups < 4:  # not the thread count: same sums
         return None
-    tiling = _tiling(Q, dout.dtype, P)
+    tiling = _tiling(Q, dout.dtype, P, fold=True)
     fn = _FOLD.get((dout.dtype, tiling.fb))
     if fn is None or P < tiling.vw or -(-Q // tiling.fb) * tiling.fb * P * dout.itemsize > FOLD_BYTES:
         return None
