@@ -364,12 +364,13 @@ def test_transpose8_moves_one_block(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_tile_sums_are_the_loops_sums(dtype, rng):
-    """The register tiles written in LLVM IR (tile_sums, tile_sums_at) against the loop they replace,
-    compiled with the same fast-math flags: bitwise the same sums, for one and two weight blocks, one to
-    three vectors of columns, offsets read from a table, an empty range of q and non-finite inputs."""
+    """The register tiles written in LLVM IR (tile_sums, tile_sums_at, tile_sums_rows) against the loops
+    they replace, compiled with the same fast-math flags: bitwise the same sums, for one and two weight
+    blocks, one to three vectors of columns, offsets read from a table, rows read in place and added
+    into acc over two loops, empty ranges and non-finite inputs."""
     numba = pytest.importorskip("numba")
     from fastconv._config import FASTMATH
-    from fastconv.jit._numba import tile_sums, tile_sums_at
+    from fastconv.jit._numba import tile_sums, tile_sums_at, tile_sums_rows
 
     lanes = 64 // np.dtype(dtype).itemsize
 
@@ -384,7 +385,17 @@ def test_tile_sums_are_the_loops_sums(dtype, rng):
                 for t in range(cols):
                     acc[m, t] += wv * x[rows_at[q] + t]
 
+    def rows_loop(acc, x, xbase, xsu, xsv, w, wrows, wsu, wsv, nu, nv):
+        rows, cols = acc.shape
+        for u in range(nu):
+            for v in range(nv):
+                for m in range(rows):
+                    wv = w[wrows[m] + u * wsu + v * wsv]
+                    for t in range(cols):
+                        acc[m, t] += wv * x[xbase + u * xsu + v * xsv + t]
+
     loop = numba.njit(fastmath=set(FASTMATH))(loop)
+    rows_loop = numba.njit(fastmath=set(FASTMATH))(rows_loop)
     tiles = {}
     for blocks, block, nv in [(1, 8, 2), (2, 8, 1), (1, 16, 1), (1, 5, 3), (2, 12, 1), (1, 4, 2)]:
         cols = nv * lanes
@@ -392,12 +403,14 @@ def test_tile_sums_are_the_loops_sums(dtype, rng):
         src = (f"def run(acc, x, xbase, xstep, w, wbase, wstep, n):\n"
                f"    tile_sums({blocks}, {block}, {cols}, acc, x, xbase, xstep, w, wbase, wstep, n)\n"
                f"def run_at(acc, x, offs, base, q0, q1, w, wstep):\n"
-               f"    tile_sums_at({blocks}, {block}, {cols}, acc, x, offs, base, q0, q1, w, wstep)\n")
-        env = {"tile_sums": tile_sums, "tile_sums_at": tile_sums_at}
+               f"    tile_sums_at({blocks}, {block}, {cols}, acc, x, offs, base, q0, q1, w, wstep)\n"
+               f"def run_rows(acc, x, xbase, xsu, xsv, w, wrows, wsu, wsv, nu, nv):\n"
+               f"    tile_sums_rows({block}, {cols}, acc, x, xbase, xsu, xsv, w, wrows, wsu, wsv, nu, nv)\n")
+        env = {"tile_sums": tile_sums, "tile_sums_at": tile_sums_at, "tile_sums_rows": tile_sums_rows}
         exec(src, env)
-        tiles[blocks, block, nv] = numba.njit(env["run"]), numba.njit(env["run_at"])
+        tiles[blocks, block, nv] = tuple(numba.njit(env[f]) for f in ("run", "run_at", "run_rows"))
 
-    for (blocks, block, nv), (run, run_at) in tiles.items():
+    for (blocks, block, nv), (run, run_at, run_rows) in tiles.items():
         rows, cols = blocks * block, nv * lanes
         K, xstep, wstep = 37, cols + 3, 41 * block
         x = rng.standard_normal(K * xstep + cols + 11).astype(dtype)
@@ -421,6 +434,14 @@ def test_tile_sums_are_the_loops_sums(dtype, rng):
             run_at(acc, x, offs, 3, q0, q1, w, wstep)
             loop(ref, x, offs + 3, w, 0, wstep, block, q0, q1)
             np.testing.assert_array_equal(acc, ref)
+        if blocks == 1:  # rows read in place from their own starts, over (u, v), added into acc
+            wrows = rng.permutation(rows) * 53 + 2
+            for nu, nv in ((3, 7), (1, 5), (0, 4), (2, 0)):
+                start = rng.standard_normal((rows, cols)).astype(dtype)
+                acc, ref = start.copy(), start.copy()
+                run_rows(acc, x, 9, 5 * xstep, xstep, w, wrows, 13, 1, nu, nv)
+                rows_loop(ref, x, 9, 5 * xstep, xstep, w, wrows, 13, 1, nu, nv)
+                np.testing.assert_array_equal(acc, ref)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -318,6 +318,118 @@ def tile_sums_at(typingctx: Any, blocks: Any, block: Any, cols: Any, acc: Any, x
     return types.void(blocks, block, cols, acc, x, offs, base, q0, q1, w, wstep), codegen
 
 
+@intrinsic
+def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase: Any, xsu: Any, xsv: Any,
+                   w: Any, wrows: Any, wsu: Any, wsv: Any, nu: Any, nv: Any) -> Any:
+    """A register tile of rows x cols sums (cols a multiple of the vector's lanes) added into acc, its
+    terms over a 2-D range of (u, v) and rows read in place, each row m from its own start wrows[m]:
+
+        acc[m, t] += sum_{u < nu} sum_{v < nv} w[wrows[m] + u*wsu + v*wsv] * x[xbase + u*xsu + v*xsv + t]
+
+    in order of (u, v), one fused multiply-add per term, as the loop written out in Python compiles to
+    (the dw kernels: u an image or an output row, v a column). rows and cols are literal ints; acc is
+    C-contiguous (rows, cols); x, w and wrows are 1-D. No bounds checks."""
+    shape = _tile_shape(types.literal(1), rows, cols, acc, x, w)  # rows in one block
+    if shape is None or not (isinstance(wrows, types.Array) and isinstance(wrows.dtype, types.Integer)):
+        return None
+    nrow, nvec, _ = shape
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        def idx(i: int) -> Any:
+            return _index(context, builder, signature, args, i)
+
+        def data(i: int) -> Any:
+            return _data(context, builder, signature, args, i)
+
+        ety = context.get_data_type(signature.args[3].dtype)
+        size = context.get_abi_sizeof(ety)
+        lanes = VECTOR_BYTES // size
+        vty = llir.VectorType(ety, lanes)
+        intp = context.get_value_type(types.intp)
+
+        def const(v: int) -> Any:
+            return llir.Constant(intp, v)
+
+        fma = cgutils.get_or_insert_function(builder.module, llir.FunctionType(vty, [vty, vty, vty]),
+                                             f"llvm.fma.v{lanes}f{size * 8}")
+        undef = llir.Constant(vty, llir.Undefined)
+        splat = llir.Constant(llir.VectorType(llir.IntType(32), lanes), [0] * lanes)
+        acc_at, x_at, w_at, rows_at = data(2), data(3), data(7), data(8)
+        xbase, xsu, xsv, wsu, wsv, nu, nv = idx(4), idx(5), idx(6), idx(9), idx(10), idx(11), idx(12)
+        rty = signature.args[8].dtype
+        starts = [context.cast(builder, builder.load(builder.gep(rows_at, [const(m)])), rty, types.intp)
+                  for m in range(nrow)]
+        vec_at = [builder.bitcast(builder.gep(acc_at, [const(i * lanes)]), vty.as_pointer())
+                  for i in range(nrow * nvec)]
+        init = [builder.load(p, align=size) for p in vec_at]
+        entry = builder.block
+        outer = builder.append_basic_block("rows.outer")
+        inner = builder.append_basic_block("rows.inner")
+        latch = builder.append_basic_block("rows.latch")
+        done = builder.append_basic_block("rows.done")
+        nonempty = builder.and_(builder.icmp_signed(">", nu, const(0)),
+                                builder.icmp_signed(">", nv, const(0)))
+        builder.cbranch(nonempty, outer, done)
+
+        builder.position_at_end(outer)
+        u = builder.phi(intp)
+        u.add_incoming(const(0), entry)
+        outer_sums = []
+        for v0 in init:
+            ph = builder.phi(vty)
+            ph.add_incoming(v0, entry)
+            outer_sums.append(ph)
+        xu = builder.add(xbase, builder.mul(u, xsu))
+        wu = builder.mul(u, wsu)
+        builder.branch(inner)
+
+        builder.position_at_end(inner)
+        v = builder.phi(intp)
+        v.add_incoming(const(0), outer)
+        sums = []
+        for o in outer_sums:
+            ph = builder.phi(vty)
+            ph.add_incoming(o, outer)
+            sums.append(ph)
+        xq = builder.add(xu, builder.mul(v, xsv))
+        xv = [builder.load(builder.bitcast(builder.gep(x_at, [builder.add(xq, const(k * lanes))]),
+                                           vty.as_pointer()), align=size) for k in range(nvec)]
+        wq = builder.add(wu, builder.mul(v, wsv))
+        new = []
+        for m in range(nrow):
+            wv = builder.load(builder.gep(w_at, [builder.add(starts[m], wq)]))
+            wv = builder.shuffle_vector(builder.insert_element(undef, wv, llir.Constant(llir.IntType(32), 0)),
+                                        undef, splat)
+            for k in range(nvec):
+                new.append(builder.call(fma, [wv, xv[k], sums[m * nvec + k]]))
+        vn = builder.add(v, const(1))
+        inner_end = builder.block
+        v.add_incoming(vn, inner_end)
+        for ph, t in zip(sums, new):
+            ph.add_incoming(t, inner_end)
+        builder.cbranch(builder.icmp_signed("<", vn, nv), inner, latch)
+
+        builder.position_at_end(latch)
+        un = builder.add(u, const(1))
+        u.add_incoming(un, latch)
+        for ph, t in zip(outer_sums, new):
+            ph.add_incoming(t, latch)
+        builder.cbranch(builder.icmp_signed("<", un, nu), outer, done)
+
+        builder.position_at_end(done)
+        final = []
+        for v0, t in zip(init, new):
+            f = builder.phi(vty)
+            f.add_incoming(v0, entry)
+            f.add_incoming(t, latch)
+            final.append(f)
+        for p, f in zip(vec_at, final):
+            builder.store(f, p, align=size)
+        return context.get_dummy_value()
+
+    return types.void(rows, cols, acc, x, xbase, xsu, xsv, w, wrows, wsu, wsv, nu, nv), codegen
+
+
 # ------------------------------------------------------------------------------- dynamic task claiming
 # numba's parallel loops split their iterations into one equal, contiguous share per thread. When another
 # process takes part of one core (as on these shared machines), the whole call waits for the thread on

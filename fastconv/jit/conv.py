@@ -51,6 +51,7 @@ from ._numba import (
     stack_empty,
     tile_sums,
     tile_sums_at,
+    tile_sums_rows,
     transpose8,
 )
 
@@ -1357,6 +1358,9 @@ def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, W
                 mb0 = (task % ntask) * mper
                 acc = numba.carray(stack_empty(ACC, xT.dtype), (fw, kv))
                 rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                rown = numba.carray(stack_empty(TB, np.uint64), (fw,))
+                xf = xT.reshape(-1)
+                df = dout.reshape(-1)
                 for mb in range(mb0, min(nmb, mb0 + mper)):
                     dwt[g, mb] = 0
                 for n0 in range(0, N, nchunk):
@@ -1370,20 +1374,12 @@ def _dwc_tiles(kv, fw, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, W
                                         for t in range(kv):
                                             acc[m, t] = 0
                                     for n in range(n0, min(N, n0 + nchunk)):
-                                        xn = xT[n, g, kb].reshape(-1)
-                                        dn = dout[n].reshape(-1)
-                                        for i in range(Ho):
-                                            xbase = ((i * sh + a * dh) * P + colph[e]) * J
-                                            xbase = (xbase + coloff[e]) * kv
-                                            dbase = np.uint64(i * Wo)
-                                            for j in range(Wo):
-                                                # unsigned indices: no wraparound code, the tile stays in
-                                                # registers
-                                                dj = dbase + np.uint64(j)
-                                                for t in range(kv):
-                                                    xv = xn[np.uint64(xbase + j * kv + t)]
-                                                    for m in range(fw):
-                                                        acc[m, t] += dn[rows[m] + dj] * xv
+                                        for m in range(fw):
+                                            rown[m] = rows[m] + np.uint64(n * F * S)
+                                        # output rows u = i, columns v = j
+                                        xbase = (((n * G + g) * nkb + kb) * R * P + a * dh * P + colph[e]) * J
+                                        tile_sums_rows(fw, kv, acc, xf, (xbase + coloff[e]) * kv,
+                                                       sh * P * J * kv, kv, df, rown, Wo, 1, Ho, Wo)
                                     tile = dwt[g, mb, kb, a, e]
                                     for m in range(fw):
                                         for t in range(kv):
@@ -1443,6 +1439,7 @@ def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper, ctr):
                 kb1 = min(nkb, kb0 + kper)
                 bf = buf[numba.get_thread_id()]
                 xf = x.reshape(-1)
+                df = dout.reshape(-1)
                 pfull = P - P % 8  # columns in whole 8 x 8 blocks
                 acc = numba.carray(stack_empty(ACC, x.dtype), (fw, kv))
                 rows = numba.carray(stack_empty(TB, np.uint64), (fw,))
@@ -1473,21 +1470,15 @@ def _pwdw_tiles(kv, fw, dout, x, dwt, buf, nchunk, kper, ctr):
                                     for p in range(P):
                                         blk[p * kv + t] = 0
                     for mb in range(nmb):
-                        for m in range(fw):
-                            rows[m] = np.uint64((g * Fg + min(mb * fw + m, Fg - 1)) * S)
+                        for m in range(fw):  # where each output channel's row starts in image n0
+                            rows[m] = np.uint64((n0 * F + g * Fg + min(mb * fw + m, Fg - 1)) * S)
                         for kb in range(kb0, kb1):
                             for m in range(fw):
                                 for t in range(kv):
                                     acc[m, t] = 0
-                            for n in range(n0, n1):
-                                xn = bf[((n - n0) * kper + kb - kb0) * P * kv:]
-                                dn = dout[n].reshape(-1)
-                                for p in range(P):
-                                    pp = np.uint64(p)
-                                    for t in range(kv):
-                                        xv = xn[np.uint64(p * kv + t)]
-                                        for m in range(fw):
-                                            acc[m, t] += dn[rows[m] + pp] * xv
+                            # images u = n - n0 of the chunk, pixels v
+                            tile_sums_rows(fw, kv, acc, bf, (kb - kb0) * P * kv, kper * P * kv, kv, df, rows,
+                                           F * S, 1, n1 - n0, P)
                             tile = dwt[g, mb, kb]
                             for m in range(fw):
                                 for t in range(kv):
