@@ -309,6 +309,49 @@ def test_jit_first_layer_dx_with_and_without_the_fold(fold_bytes, dtype, rng, mo
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_every_jit_dw_tile_matches_naive(dtype, rng, monkeypatch):
+    """Each channel-vector dw tile forced in turn (_DWC), on convs whose input channels per group fill its
+    vector: pointwise (the per-task transposing kernel) and not, with groups, stride, dilation,
+    padding, input channels past a whole number of vectors and output channels clamped in the last
+    tile; dw agrees with naive, and _dwc_tiling picks each tile for some shape."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    tiles = jit_conv._DWC[np.dtype(dtype)]
+    cases = [((2, 40, 5, 6), (12, 40, 3, 3), dict(padding=1)),
+             ((2, 64, 7, 5), (20, 32, 3, 3), dict(stride=2, padding=1, groups=2)),
+             ((2, 36, 9, 8), (9, 36, 2, 3), dict(dilation=2, padding=(1, 2))),
+             ((2, 48, 4, 5), (26, 48, 1, 1), {}),
+             ((3, 64, 3, 7), (16, 32, 1, 1), dict(groups=2))]
+    launched = set()
+    real = jit_conv.launch
+    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.add(fn) or real(fn, *a))
+    try:
+        for tile in tiles:
+            monkeypatch.setitem(jit_conv._DWC, np.dtype(dtype), (tile,))
+            jit_conv._dwc_tiling.cache_clear()
+            for xs, ws, kw in cases:
+                if xs[1] // kw.get("groups", 1) < tile[1]:
+                    continue
+                x = rng.standard_normal(xs).astype(dtype)
+                w = rng.standard_normal(ws).astype(dtype)
+                shape = fastconv.conv2d_forward(x, w, method="naive", **kw).shape
+                dout = rng.standard_normal(shape).astype(dtype)
+                got = fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[1]
+                want = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)[1]
+                assert_close(got, want, dtype, "dw")
+            assert tile[0] in launched
+            assert tile[0] not in jit_conv._PWDW or jit_conv._PWDW[tile[0]] in launched
+    finally:
+        jit_conv._dwc_tiling.cache_clear()
+    monkeypatch.setitem(jit_conv._DWC, np.dtype(dtype), tiles)
+    picks = [jit_conv._dwc_tiling(c, f, np.dtype(dtype)) for c in (8, 16, 32) for f in (8, 12, 64, 128)]
+    chosen = {t[0] for t in picks if t is not None}
+    jit_conv._dwc_tiling.cache_clear()
+    assert chosen == {t[0] for t in tiles}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("size", [30, 32])
 def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
     """The jit dw for many input channels per group reads its tile's dout rows in place, or, where those
@@ -318,7 +361,7 @@ def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
     from fastconv.jit import conv as jit_conv
 
     xs, ws, kw = (1, 32, size, size), (20, 16, 3, 3), dict(padding=1, groups=2)
-    fw = jit_conv._dwc_tiling(16, np.dtype(dtype))[2]
+    fw = jit_conv._dwc_tiling(16, 10, np.dtype(dtype))[2]
     plane = size * size
     assert (jit_conv._row_stride(plane, np.dtype(dtype).itemsize, fw) > plane) == (size == 32)
     _assert_conv_matches_naive("jit", xs, ws, kw, False, dtype, rng)

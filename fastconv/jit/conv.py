@@ -1401,17 +1401,39 @@ def _dwc_f64_wide(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ct
     _dwc_tiles(16, 8, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
 
 
-# (kernel, input channels per tile (the vector), output channels per tile), widest first: a conv takes the
-# first whose vector its input channels per group fill. float64's 16 x 8 tile needs 2 vector loads and 8
-# broadcasts per 16 FMAs where 8 x 16 needs 1 and 16; it was 1.1-1.4x faster on seed001, vgg, res, down
-# and pw, with the same sums in the same order. The float32 32 x 8 tile was 1.4-2.6x slower.
-_DWC = {np.dtype(np.float32): ((_dwc_f32, 16, 16),),
-        np.dtype(np.float64): ((_dwc_f64_wide, 16, 8), (_dwc_f64, 8, 16))}
+@kernel
+def _dwc_f32_32x8(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
+    _dwc_tiles(32, 8, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
 
 
-def _dwc_tiling(Cg: int, dtype: np.dtype) -> tuple | None:
-    """The channel-vector dw tile for Cg input channels per group, or None if Cg fills none."""
-    return next((t for t in _DWC[np.dtype(dtype)] if Cg >= t[1]), None)
+@kernel
+def _dwc_f32_32x12(dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr):
+    _dwc_tiles(32, 12, dout, xT, dwt, sh, dh, colph, coloff, nchunk, mper, Ho, Wo, ctr)
+
+
+# (kernel, input channels per tile (the vector), output channels per tile, speed), widest vector first: a
+# conv takes the widest vector its input channels per group fill, and of the tiles with that vector the
+# one that computes the fewest padded output channels per unit of speed. float64's 16 x 8 tile needs 2
+# vector loads and 8 broadcasts per 16 FMAs where 8 x 16 needs 1 and 16; it was 1.1-1.4x faster on
+# seed001, vgg, res, down and pw, with the same sums in the same order (12 x 16 and 8 x 24, 0.9-1.0x of
+# it). float32's 32 x 8 and 32 x 12 tiles against 16 x 16 (/tmp/exp/abdwt.py, medians of per-round
+# ratios): 1.25-1.36x and 1.23-1.53x on vgg, res, down and pw (1.3-1.6x before 12's padding), which
+# LLVM's own loop made 1.4-2.6x slower before the loop was written in LLVM IR (tile_sums_rows).
+_DWC = {np.dtype(np.float32): ((_dwc_f32_32x8, 32, 8, 1.0), (_dwc_f32_32x12, 32, 12, 1.1),
+                               (_dwc_f32, 16, 16, 1.0)),
+        np.dtype(np.float64): ((_dwc_f64_wide, 16, 8, 1.0), (_dwc_f64, 8, 16, 1.0))}
+
+
+@functools.lru_cache(maxsize=256)
+def _dwc_tiling(Cg: int, Fg: int, dtype: np.dtype) -> tuple | None:
+    """(kernel, kv, fw): the channel-vector dw tile for Cg input and Fg output channels per group, or
+    None if Cg fills no tile's vector."""
+    tiles = _DWC[np.dtype(dtype)]
+    kv = next((t[1] for t in tiles if Cg >= t[1]), None)
+    if kv is None:
+        return None
+    best = min((t for t in tiles if t[1] == kv), key=lambda t: -(-Fg // t[2]) * t[2] / t[3])
+    return best[:3]
 
 
 @inline
@@ -1495,7 +1517,18 @@ def _pwdw_f64(dout, x, dwt, buf, nchunk, kper, ctr):
     _pwdw_tiles(16, 8, dout, x, dwt, buf, nchunk, kper, ctr)
 
 
-_PWDW = {_dwc_f32: _pwdw_f32, _dwc_f64_wide: _pwdw_f64}
+@kernel
+def _pwdw_f32_32x8(dout, x, dwt, buf, nchunk, kper, ctr):
+    _pwdw_tiles(32, 8, dout, x, dwt, buf, nchunk, kper, ctr)
+
+
+@kernel
+def _pwdw_f32_32x12(dout, x, dwt, buf, nchunk, kper, ctr):
+    _pwdw_tiles(32, 12, dout, x, dwt, buf, nchunk, kper, ctr)
+
+
+_PWDW = {_dwc_f32: _pwdw_f32, _dwc_f32_32x8: _pwdw_f32_32x8, _dwc_f32_32x12: _pwdw_f32_32x12,
+         _dwc_f64_wide: _pwdw_f64}
 
 
 @kernel
@@ -1523,7 +1556,7 @@ def _channels_last(src, dst, ctr):
                         out[b, k] = row[b]
 
 
-TB = 16  # side of the square tiles the channel-block copies transpose through (at least any block width)
+TB = 32  # side of the square tiles the channel-block copies transpose through (at least any block width)
 TB2 = TB * TB  # their elements (a literal for stack_empty)
 
 
@@ -1627,7 +1660,7 @@ def _dout_rows(dout: np.ndarray, rows: int) -> np.ndarray:
 
 def _conv_dw_pointwise(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray | None:
     """dw of a flat pointwise conv by _pwdw_tiles, or None where it has no kernel for the tile."""
-    fn, kv, mb = _dwc_tiling(g.Cg, x.dtype)
+    fn, kv, mb = _dwc_tiling(g.Cg, g.Fg, x.dtype)
     if fn not in _PWDW:
         return None
     P = g.Wo
@@ -1674,7 +1707,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
         dw = _conv_dw_pointwise(dout, x, g)
         if dw is not None:
             return dw
-    fn, kv, mb = _dwc_tiling(g.Cg, dtype)
+    fn, kv, mb = _dwc_tiling(g.Cg, g.Fg, dtype)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
     R, P, J = rows, g.sw, g.Wo + int(coloff[-1])
@@ -1697,7 +1730,7 @@ def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.nd
 def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """Vectors of input channels when there are enough of them; else vectors of output columns; else
     (a padded dout row would meet a non-finite input) tiles over taps."""
-    if _dwc_tiling(g.Cg, x.dtype) is not None:
+    if _dwc_tiling(g.Cg, g.Fg, x.dtype) is not None:
         return _conv_dw_channels(dout, x, g)
     dw = _conv_dw_pixels(dout, x, g)
     if dw is not None:
