@@ -6,8 +6,11 @@ project's 2-core AVX-512 machines (float32 and float64):
 - pointwise convs: in float64 from 30 MFLOP, the jit kernels (packed panels, the dw transposing in
   registers), which beat im2col's GEMMs in forward, dx and dw on the pw layer (8.3, 8.3, 8.6 against
   10.7, 9.3, 10.6 ms) and in forward and dx on three other pointwise shapes (64 channels at 32x32, 512
-  at 7x7, 64 -> 256 at 28x28; dw: 1.5x and 1.8x faster on two, 1.3x slower at 7x7); in float32, and
-  for small convs (8 x 16 x 8 x 8 -> 32: 14 against 55 us, call overheads), im2col;
+  at 7x7, 64 -> 256 at 28x28; dw: 1.5x and 1.8x faster on two, 1.3x slower at 7x7); in float32 from
+  30 MFLOP, im2col's forward and dx with the jit dw (its 32-channel tiles: 3.2 against 4.4 ms on pw,
+  1.5x and 1.8x faster at 64 channels 32x32 and 64 -> 256 at 28x28, level at 512 at 7x7; the jit
+  forward level with im2col on pw, its dx 0.82x); for small convs (8 x 16 x 8 x 8 -> 32: 14 against
+  55 us, call overheads), im2col;
 - forward: the jit kernels, except for pointwise convs (above) and, in float64, convs
   of at least 30 MFLOP and 128 output channels per group whose im2col forward stacks its kernel rows
   into large GEMMs. Timed on a loaded machine, im2col's forward took 61-64 against 75-79 ms median on
@@ -45,7 +48,11 @@ STACKED_CHANNELS = 128  # output channels per group from which the float64 forwa
 def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
     """A method name, or for the backward pass possibly (dx's method, dw's method)."""
     if g.pointwise:
-        return "jit" if np.dtype(dtype) == np.float64 and g.flops >= SMALL_FLOPS else "im2col"
+        if g.flops < SMALL_FLOPS:
+            return "im2col"
+        if np.dtype(dtype) == np.float64:
+            return "jit"
+        return "im2col" if direction == "forward" else ("im2col", "jit")
     if np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS and g.flops >= SMALL_FLOPS:
         from .im2col.conv import _stacked_images
 

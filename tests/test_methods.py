@@ -90,18 +90,19 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices(direction, dtype):
-    """auto takes the jit kernels for float64 pointwise convs of 30 MFLOP or more and im2col for the
-    other pointwise convs (plain GEMMs); for a large float64 conv with 128 output channels whose im2col
-    forward stacks its kernel rows (down, res), im2col's forward and dx with the jit dw; and the jit
-    kernels for everything else (suite layers' shapes: no arrays are made)."""
+    """auto takes the jit kernels for float64 pointwise convs of 30 MFLOP or more, im2col's forward and dx
+    with the jit dw for float32 ones, and im2col for smaller pointwise convs (plain GEMMs); for a large
+    float64 conv with 128 output channels whose im2col forward stacks its kernel rows (down, res),
+    im2col's forward and dx with the jit dw; and the jit kernels for everything else (suite layers'
+    shapes: no arrays are made)."""
     from fastconv import _registry
     from fastconv._params import conv_geometry
 
     table = _registry.REGISTRY["conv2d"]
     stacked = "jit"
-    pointwise = "jit" if dtype == np.float64 else "im2col"
+    split = _registry.SplitBackward(table["im2col"], table["jit"])
+    pointwise = "jit" if dtype == np.float64 else "im2col" if direction == "forward" else split
     if dtype == np.float64:
-        split = _registry.SplitBackward(table["im2col"], table["jit"])
         stacked = "im2col" if direction == "forward" else split
     cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, pointwise),  # pw
              ((8, 16, 8, 8), (32, 16, 1, 1), 1, 0, "im2col"),  # a small pointwise conv
@@ -117,20 +118,23 @@ def test_auto_choices(direction, dtype):
         assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), direction) == want, xs
 
 
-@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["pad", "stride"])
-def test_auto_split_backward_matches_naive(kw, rng, monkeypatch):
-    """Where auto splits a float64 backward (dx from im2col, dw and db from jit), the three gradients
-    agree with naive; the thresholds are lowered so that a small conv takes that path."""
+@pytest.mark.parametrize("kw,dtype,k", [(dict(padding=1), np.float64, 3),
+                                        (dict(stride=2, padding=1, groups=2), np.float64, 3),
+                                        (dict(groups=2), np.float32, 1)], ids=["pad", "stride", "pointwise"])
+def test_auto_split_backward_matches_naive(kw, dtype, k, rng, monkeypatch):
+    """Where auto splits a backward (dx from im2col, dw and db from jit: large float64 convs, float32
+    pointwise convs), the three gradients agree with naive; the thresholds are lowered so that a small
+    conv takes that path."""
     from fastconv import _auto, _registry
     from fastconv._params import conv_geometry
 
     monkeypatch.setattr(_auto, "SMALL_FLOPS", 0)
     monkeypatch.setattr(_auto, "STACKED_CHANNELS", 4)
-    xs, ws = (3, 8, 24, 11), (10, 8 // kw.get("groups", 1), 3, 3)
-    g = conv_geometry(xs, ws, kw.get("stride", 1), kw["padding"], 1, kw.get("groups", 1))
-    impl = _registry.resolve("conv2d", "auto", g, np.dtype(np.float64), "backward")
+    xs, ws = (3, 64, 24, 11), (10, 64 // kw.get("groups", 1), k, k)
+    g = conv_geometry(xs, ws, kw.get("stride", 1), kw.get("padding", 0), 1, kw.get("groups", 1))
+    impl = _registry.resolve("conv2d", "auto", g, np.dtype(dtype), "backward")
     assert isinstance(impl, _registry.SplitBackward)
-    _assert_conv_matches_naive("auto", xs, ws, kw, True, np.float64, rng)
+    _assert_conv_matches_naive("auto", xs, ws, kw, True, dtype, rng)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
