@@ -173,25 +173,52 @@ def _tile_shape(blocks: Any, block: Any, cols: Any, acc: Any, x: Any, w: Any) ->
     return blocks.literal_value * block.literal_value, width // VECTOR_BYTES, block.literal_value
 
 
+class _Vectors:
+    """The IR pieces a tile's loop is built from, for one dtype: its vector type and the step that adds
+    one term to every sum."""
+
+    def __init__(self, context: Any, builder: Any, dtype: Any) -> None:
+        ety = context.get_data_type(dtype)
+        self.builder = builder
+        self.size = context.get_abi_sizeof(ety)
+        self.lanes = VECTOR_BYTES // self.size
+        self.vty = llir.VectorType(ety, self.lanes)
+        self.intp = context.get_value_type(types.intp)
+        name = f"llvm.fma.v{self.lanes}f{self.size * 8}"
+        self.fma = cgutils.get_or_insert_function(builder.module, llir.FunctionType(self.vty, [self.vty] * 3),
+                                                  name)
+        self.undef = llir.Constant(self.vty, llir.Undefined)
+        self.splat = llir.Constant(llir.VectorType(llir.IntType(32), self.lanes), [0] * self.lanes)
+
+    def const(self, v: int) -> Any:
+        return llir.Constant(self.intp, v)
+
+    def vector_at(self, base: Any, index: Any) -> Any:
+        """A pointer to the vector at base[index]."""
+        return self.builder.bitcast(self.builder.gep(base, [index]), self.vty.as_pointer())
+
+    def step(self, x_at: Any, xq: Any, nvec: int, weights: list, sums: list) -> list:
+        """sums[m*nvec + k] + weights[m] * x[xq + k*lanes : ...]: nvec vector loads, a broadcast per
+        row, an FMA per row and vector (weights: a pointer per row)."""
+        b = self.builder
+        xv = [b.load(self.vector_at(x_at, b.add(xq, self.const(k * self.lanes))), align=self.size)
+              for k in range(nvec)]
+        new = []
+        for m, at in enumerate(weights):
+            wv = b.insert_element(self.undef, b.load(at), llir.Constant(llir.IntType(32), 0))
+            wv = b.shuffle_vector(wv, self.undef, self.splat)
+            new.extend(b.call(self.fma, [wv, xv[k], sums[m * nvec + k]]) for k in range(nvec))
+        return new
+
+
 def _emit_tile(context: Any, builder: Any, dtype: Any, shape: tuple[int, int, int], acc_at: Any,
                x_at: Any, w_at: Any, wstep: Any, q0: Any, q1: Any, row_at: Any) -> None:
     """The loop of tile_sums over q0 <= q < q1, its sums stored to acc_at; row_at(q) is the index of
     q's first input element."""
     nrow, nvec, nblk = shape
-    ety = context.get_data_type(dtype)
-    size = context.get_abi_sizeof(ety)
-    lanes = VECTOR_BYTES // size
-    vty = llir.VectorType(ety, lanes)
-    intp = context.get_value_type(types.intp)
-
-    def const(v: int) -> Any:
-        return llir.Constant(intp, v)
-
-    fma = cgutils.get_or_insert_function(builder.module, llir.FunctionType(vty, [vty, vty, vty]),
-                                         f"llvm.fma.v{lanes}f{size * 8}")
+    vec = _Vectors(context, builder, dtype)
+    const, vty, size, lanes, intp = vec.const, vec.vty, vec.size, vec.lanes, vec.intp
     zero = llir.Constant(vty, None)
-    undef = llir.Constant(vty, llir.Undefined)
-    splat = llir.Constant(llir.VectorType(llir.IntType(32), lanes), [0] * lanes)
     entry = builder.block
     loop = builder.append_basic_block("tile.loop")
     done = builder.append_basic_block("tile.done")
@@ -205,20 +232,14 @@ def _emit_tile(context: Any, builder: Any, dtype: Any, shape: tuple[int, int, in
         s = builder.phi(vty)
         s.add_incoming(zero, entry)
         sums.append(s)
-    xq = row_at(q)
-    xv = [builder.load(builder.bitcast(builder.gep(x_at, [builder.add(xq, const(v * lanes))]),
-                                       vty.as_pointer()), align=size) for v in range(nvec)]
     wq = builder.mul(q, const(nblk))
-    new = []
+    weights = []
     for m in range(nrow):
         at = builder.add(wq, const(m % nblk))
         if m >= nblk:
             at = builder.add(at, builder.mul(wstep, const(m // nblk)))
-        wv = builder.load(builder.gep(w_at, [at]))
-        wv = builder.shuffle_vector(builder.insert_element(undef, wv, llir.Constant(llir.IntType(32), 0)),
-                                    undef, splat)
-        for v in range(nvec):
-            new.append(builder.call(fma, [wv, xv[v], sums[m * nvec + v]]))
+        weights.append(builder.gep(w_at, [at]))
+    new = vec.step(x_at, row_at(q), nvec, weights, sums)
     qn = builder.add(q, const(1))
     end = builder.block
     q.add_incoming(qn, end)
@@ -234,8 +255,7 @@ def _emit_tile(context: Any, builder: Any, dtype: Any, shape: tuple[int, int, in
         f.add_incoming(t, end)
         final.append(f)
     for i, f in enumerate(final):
-        builder.store(f, builder.bitcast(builder.gep(acc_at, [const(i * lanes)]), vty.as_pointer()),
-                      align=size)
+        builder.store(f, vec.vector_at(acc_at, const(i * lanes)), align=size)
 
 
 def _index(context: Any, builder: Any, signature: Any, args: Any, i: int) -> Any:
@@ -341,26 +361,14 @@ def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase
         def data(i: int) -> Any:
             return _data(context, builder, signature, args, i)
 
-        ety = context.get_data_type(signature.args[3].dtype)
-        size = context.get_abi_sizeof(ety)
-        lanes = VECTOR_BYTES // size
-        vty = llir.VectorType(ety, lanes)
-        intp = context.get_value_type(types.intp)
-
-        def const(v: int) -> Any:
-            return llir.Constant(intp, v)
-
-        fma = cgutils.get_or_insert_function(builder.module, llir.FunctionType(vty, [vty, vty, vty]),
-                                             f"llvm.fma.v{lanes}f{size * 8}")
-        undef = llir.Constant(vty, llir.Undefined)
-        splat = llir.Constant(llir.VectorType(llir.IntType(32), lanes), [0] * lanes)
+        vec = _Vectors(context, builder, signature.args[3].dtype)
+        const, vty, size, lanes, intp = vec.const, vec.vty, vec.size, vec.lanes, vec.intp
         acc_at, x_at, w_at, rows_at = data(2), data(3), data(7), data(8)
         xbase, xsu, xsv, wsu, wsv, nu, nv = idx(4), idx(5), idx(6), idx(9), idx(10), idx(11), idx(12)
         rty = signature.args[8].dtype
         starts = [context.cast(builder, builder.load(builder.gep(rows_at, [const(m)])), rty, types.intp)
                   for m in range(nrow)]
-        vec_at = [builder.bitcast(builder.gep(acc_at, [const(i * lanes)]), vty.as_pointer())
-                  for i in range(nrow * nvec)]
+        vec_at = [vec.vector_at(acc_at, const(i * lanes)) for i in range(nrow * nvec)]
         init = [builder.load(p, align=size) for p in vec_at]
         entry = builder.block
         outer = builder.append_basic_block("rows.outer")
@@ -391,17 +399,9 @@ def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase
             ph = builder.phi(vty)
             ph.add_incoming(o, outer)
             sums.append(ph)
-        xq = builder.add(xu, builder.mul(v, xsv))
-        xv = [builder.load(builder.bitcast(builder.gep(x_at, [builder.add(xq, const(k * lanes))]),
-                                           vty.as_pointer()), align=size) for k in range(nvec)]
         wq = builder.add(wu, builder.mul(v, wsv))
-        new = []
-        for m in range(nrow):
-            wv = builder.load(builder.gep(w_at, [builder.add(starts[m], wq)]))
-            wv = builder.shuffle_vector(builder.insert_element(undef, wv, llir.Constant(llir.IntType(32), 0)),
-                                        undef, splat)
-            for k in range(nvec):
-                new.append(builder.call(fma, [wv, xv[k], sums[m * nvec + k]]))
+        weights = [builder.gep(w_at, [builder.add(starts[m], wq)]) for m in range(nrow)]
+        new = vec.step(x_at, builder.add(xu, builder.mul(v, xsv)), nvec, weights, sums)
         vn = builder.add(v, const(1))
         inner_end = builder.block
         v.add_incoming(vn, inner_end)
