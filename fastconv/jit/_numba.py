@@ -197,6 +197,28 @@ class _Vectors:
         """A pointer to the vector at base[index]."""
         return self.builder.bitcast(self.builder.gep(base, [index]), self.vty.as_pointer())
 
+    def phis(self, *incoming: tuple[list, Any]) -> list:
+        """A vector phi per position of the value lists, taking each list's value from its block."""
+        out = []
+        for values in zip(*(v for v, _ in incoming)):
+            ph = self.builder.phi(self.vty)
+            for value, (_, block) in zip(values, incoming):
+                ph.add_incoming(value, block)
+            out.append(ph)
+        return out
+
+    def close_loop(self, i: Any, phis: list, new: list, n: Any, head: Any, after: Any) -> Any:
+        """End a loop body in the current block: i + 1 and the new sums flow back to head's phis (i,
+        phis), and the loop goes on to after when i + 1 reaches n. The block it ended."""
+        b = self.builder
+        nxt = b.add(i, self.const(1))
+        end = b.block
+        i.add_incoming(nxt, end)
+        for ph, value in zip(phis, new):
+            ph.add_incoming(value, end)
+        b.cbranch(b.icmp_signed("<", nxt, n), head, after)
+        return end
+
     def step(self, x_at: Any, xq: Any, nvec: int, weights: list, sums: list) -> list:
         """sums[m*nvec + k] + weights[m] * x[xq + k*lanes : ...]: nvec vector loads, a broadcast per
         row, an FMA per row and vector (weights: a pointer per row)."""
@@ -227,11 +249,7 @@ def _emit_tile(context: Any, builder: Any, dtype: Any, shape: tuple[int, int, in
     builder.position_at_end(loop)
     q = builder.phi(intp)
     q.add_incoming(q0, entry)
-    sums = []
-    for _ in range(nrow * nvec):
-        s = builder.phi(vty)
-        s.add_incoming(zero, entry)
-        sums.append(s)
+    sums = vec.phis(([zero] * (nrow * nvec), entry))
     wq = builder.mul(q, const(nblk))
     weights = []
     for m in range(nrow):
@@ -240,30 +258,25 @@ def _emit_tile(context: Any, builder: Any, dtype: Any, shape: tuple[int, int, in
             at = builder.add(at, builder.mul(wstep, const(m // nblk)))
         weights.append(builder.gep(w_at, [at]))
     new = vec.step(x_at, row_at(q), nvec, weights, sums)
-    qn = builder.add(q, const(1))
-    end = builder.block
-    q.add_incoming(qn, end)
-    for s, t in zip(sums, new):
-        s.add_incoming(t, end)
-    builder.cbranch(builder.icmp_signed("<", qn, q1), loop, done)
+    end = vec.close_loop(q, sums, new, q1, loop, done)
 
     builder.position_at_end(done)
-    final = []
-    for t in new:
-        f = builder.phi(vty)
-        f.add_incoming(zero, entry)
-        f.add_incoming(t, end)
-        final.append(f)
+    final = vec.phis(([zero] * len(new), entry), (new, end))
     for i, f in enumerate(final):
         builder.store(f, vec.vector_at(acc_at, const(i * lanes)), align=size)
 
 
-def _index(context: Any, builder: Any, signature: Any, args: Any, i: int) -> Any:
-    return context.cast(builder, args[i], signature.args[i], types.intp)
+def _arguments(context: Any, builder: Any, signature: Any, args: Any) -> tuple[Any, Any]:
+    """(idx, data) for an intrinsic's codegen: idx(i), argument i as an intp; data(i), the pointer to
+    array argument i's data."""
 
+    def idx(i: int) -> Any:
+        return context.cast(builder, args[i], signature.args[i], types.intp)
 
-def _data(context: Any, builder: Any, signature: Any, args: Any, i: int) -> Any:
-    return context.make_array(signature.args[i])(context, builder, args[i]).data
+    def data(i: int) -> Any:
+        return context.make_array(signature.args[i])(context, builder, args[i]).data
+
+    return idx, data
 
 
 @intrinsic
@@ -288,11 +301,7 @@ def tile_sums(typingctx: Any, blocks: Any, block: Any, cols: Any, acc: Any, x: A
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        def idx(i: int) -> Any:
-            return _index(context, builder, signature, args, i)
-
-        def data(i: int) -> Any:
-            return _data(context, builder, signature, args, i)
+        idx, data = _arguments(context, builder, signature, args)
 
         xbase, xstep, wbase = idx(5), idx(6), idx(8)
         zero = llir.Constant(context.get_value_type(types.intp), 0)
@@ -317,11 +326,7 @@ def tile_sums_at(typingctx: Any, blocks: Any, block: Any, cols: Any, acc: Any, x
         return None
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        def idx(i: int) -> Any:
-            return _index(context, builder, signature, args, i)
-
-        def data(i: int) -> Any:
-            return _data(context, builder, signature, args, i)
+        idx, data = _arguments(context, builder, signature, args)
 
         base = idx(6)
         offs_at = data(5)
@@ -355,14 +360,10 @@ def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase
     nrow, nvec, _ = shape
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        def idx(i: int) -> Any:
-            return _index(context, builder, signature, args, i)
-
-        def data(i: int) -> Any:
-            return _data(context, builder, signature, args, i)
+        idx, data = _arguments(context, builder, signature, args)
 
         vec = _Vectors(context, builder, signature.args[3].dtype)
-        const, vty, size, lanes, intp = vec.const, vec.vty, vec.size, vec.lanes, vec.intp
+        const, size, lanes, intp = vec.const, vec.size, vec.lanes, vec.intp
         acc_at, x_at, w_at, rows_at = data(2), data(3), data(7), data(8)
         xbase, xsu, xsv, wsu, wsv, nu, nv = idx(4), idx(5), idx(6), idx(9), idx(10), idx(11), idx(12)
         rty = signature.args[8].dtype
@@ -382,11 +383,7 @@ def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase
         builder.position_at_end(outer)
         u = builder.phi(intp)
         u.add_incoming(const(0), entry)
-        outer_sums = []
-        for v0 in init:
-            ph = builder.phi(vty)
-            ph.add_incoming(v0, entry)
-            outer_sums.append(ph)
+        outer_sums = vec.phis((init, entry))
         xu = builder.add(xbase, builder.mul(u, xsu))
         wu = builder.mul(u, wsu)
         builder.branch(inner)
@@ -394,35 +391,17 @@ def tile_sums_rows(typingctx: Any, rows: Any, cols: Any, acc: Any, x: Any, xbase
         builder.position_at_end(inner)
         v = builder.phi(intp)
         v.add_incoming(const(0), outer)
-        sums = []
-        for o in outer_sums:
-            ph = builder.phi(vty)
-            ph.add_incoming(o, outer)
-            sums.append(ph)
+        sums = vec.phis((outer_sums, outer))
         wq = builder.add(wu, builder.mul(v, wsv))
         weights = [builder.gep(w_at, [builder.add(starts[m], wq)]) for m in range(nrow)]
         new = vec.step(x_at, builder.add(xu, builder.mul(v, xsv)), nvec, weights, sums)
-        vn = builder.add(v, const(1))
-        inner_end = builder.block
-        v.add_incoming(vn, inner_end)
-        for ph, t in zip(sums, new):
-            ph.add_incoming(t, inner_end)
-        builder.cbranch(builder.icmp_signed("<", vn, nv), inner, latch)
+        vec.close_loop(v, sums, new, nv, inner, latch)
 
         builder.position_at_end(latch)
-        un = builder.add(u, const(1))
-        u.add_incoming(un, latch)
-        for ph, t in zip(outer_sums, new):
-            ph.add_incoming(t, latch)
-        builder.cbranch(builder.icmp_signed("<", un, nu), outer, done)
+        vec.close_loop(u, outer_sums, new, nu, outer, done)
 
         builder.position_at_end(done)
-        final = []
-        for v0, t in zip(init, new):
-            f = builder.phi(vty)
-            f.add_incoming(v0, entry)
-            f.add_incoming(t, latch)
-            final.append(f)
+        final = vec.phis((init, entry), (new, latch))
         for p, f in zip(vec_at, final):
             builder.store(f, p, align=size)
         return context.get_dummy_value()
