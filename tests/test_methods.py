@@ -22,6 +22,18 @@ POOL_PARAMS = [
 ]
 
 
+@pytest.fixture
+def jit_launches(monkeypatch):
+    """The kernels the jit conv module launches during the test, in order (each still runs)."""
+    pytest.importorskip("numba")
+    from fastconv.jit import conv as jit_conv
+
+    launched = []
+    real = jit_conv.launch
+    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.append(fn) or real(fn, *a))
+    return launched
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("method,xs,ws,kw,bias", CONV_PARAMS, ids=ids(CONV_PARAMS))
 def test_conv_method_matches_naive(method, xs, ws, kw, bias, dtype, rng):
@@ -155,7 +167,7 @@ def test_jit_bias_gradient_of_a_large_dout(dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws,kw,bias", CONV_CASES, ids=ids(CONV_CASES))
-def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, monkeypatch):
+def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, monkeypatch, jit_launches):
     """With enough images per thread the jit forward packs each image inside the task that computes it
     (one launch): the same results, bitwise, as packing the whole batch first, non-finite inputs
     included, and close to naive. Here the threshold is lowered to 0 so that every table case whose
@@ -167,9 +179,7 @@ def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, 
     x = rng.standard_normal(xs).astype(dtype)
     w = rng.standard_normal(ws).astype(dtype)
     b = rng.standard_normal(ws[0]).astype(dtype) if bias else None
-    launched = []
-    real = jit_conv.launch
-    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.append(fn) or real(fn, *a))
+    launched = jit_launches
 
     def both(x):
         launched.clear()
@@ -199,7 +209,7 @@ def test_jit_forward_packs_each_image_in_its_task(xs, ws, kw, bias, dtype, rng, 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("packed", [False, True], ids=["batch-packed", "image-packed"])
-def test_every_jit_tile_gives_the_same_sums(dtype, packed, rng, monkeypatch):
+def test_every_jit_tile_gives_the_same_sums(dtype, packed, rng, monkeypatch, jit_launches):
     """Each wide register tile of the jit forward and dx, forced on every table case: an output
     element's sum runs over the same taps in the same order whatever the tile's shape, so the forward
     and dx are bitwise those of the default tile (non-finite inputs included), which are close to
@@ -210,12 +220,10 @@ def test_every_jit_tile_gives_the_same_sums(dtype, packed, rng, monkeypatch):
     tilings = jit_conv._WIDE[np.dtype(dtype)]
     assert len(tilings) > 1
     monkeypatch.setattr(jit_conv, "PACKED_IMAGES_PER_THREAD", 0 if packed else 10**9)
-    launched = set()
-    real = jit_conv.launch
-    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.add(fn) or real(fn, *a))
+    launched = jit_launches
 
     def run(tiling, x, w, b, dout, kw):
-        monkeypatch.setitem(jit_conv._WIDE, np.dtype(dtype), tilings if tiling is None else (tiling,))
+        monkeypatch.setitem(jit_conv._WIDE, np.dtype(dtype), (tiling,))
         jit_conv._tiling.cache_clear()
         out = fastconv.conv2d_forward(x, w, b, method="jit", **kw)
         return out, fastconv.conv2d_backward(dout, x, w, method="jit", **kw)[0]
@@ -242,7 +250,7 @@ def test_every_jit_tile_gives_the_same_sums(dtype, packed, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_jit_dx_packs_each_image_in_its_task(dtype, rng, monkeypatch):
+def test_jit_dx_packs_each_image_in_its_task(dtype, rng, monkeypatch, jit_launches):
     """dx at stride 1 runs the forward's tiles over dout padded: with enough images per thread, dout is
     packed image by image in the tasks too. Bitwise the same dx as packing all of dout first on every
     table case and two with padding past the kernel's reach, non-finite values included, the per-image
@@ -251,9 +259,7 @@ def test_jit_dx_packs_each_image_in_its_task(dtype, rng, monkeypatch):
     from fastconv.jit import conv as jit_conv
 
     packed = {t.packed for t in (*jit_conv._WIDE[np.dtype(dtype)], jit_conv._NARROW[np.dtype(dtype)])}
-    launched = []
-    real = jit_conv.launch
-    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.append(fn) or real(fn, *a))
+    launched = jit_launches
     taken = 0
     # padding past the kernel's reach: dx's rows start below dout's first (r0 > 0)
     wide = [((4, 3, 6, 7), (5, 3, 2, 2), dict(padding=2), None),
@@ -313,7 +319,7 @@ def test_jit_first_layer_dx_with_and_without_the_fold(fold_bytes, dtype, rng, mo
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_jit_dw_tile_matches_naive(dtype, rng, monkeypatch):
+def test_every_jit_dw_tile_matches_naive(dtype, rng, monkeypatch, jit_launches):
     """Each channel-vector dw tile forced in turn (_DWC), on convs whose input channels per group fill its
     vector: pointwise (the per-task transposing kernel) and not, with groups, stride, dilation,
     padding, input channels past a whole number of vectors and output channels clamped in the last
@@ -327,9 +333,7 @@ def test_every_jit_dw_tile_matches_naive(dtype, rng, monkeypatch):
              ((2, 36, 9, 8), (9, 36, 2, 3), dict(dilation=2, padding=(1, 2))),
              ((2, 48, 4, 5), (26, 48, 1, 1), {}),
              ((3, 64, 3, 7), (16, 32, 1, 1), dict(groups=2))]
-    launched = set()
-    real = jit_conv.launch
-    monkeypatch.setattr(jit_conv, "launch", lambda fn, *a: launched.add(fn) or real(fn, *a))
+    launched = jit_launches
     try:
         for tile in tiles:
             monkeypatch.setitem(jit_conv._DWC, np.dtype(dtype), (tile,))
