@@ -56,15 +56,20 @@ def sum_bias_grad(dout: np.ndarray) -> np.ndarray:
 
 
 def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
-                  db_fn: Callable[..., Any] = sum_bias_grad) -> Callable[..., Any]:
+                  db_fn: Callable[..., Any] = sum_bias_grad,
+                  dw_db_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its gradients' functions,
-    dx_fn(dout, w, g), dw_fn(dout, x, g) and db_fn(dout) (NumPy's sum unless a method has its own):
-    what every method module's ``conv2d_backward`` is."""
+    dx_fn(dout, w, g), dw_fn(dout, x, g) and db_fn(dout) (NumPy's sum unless a method has its own), or
+    dw_db_fn(dout, x, g) -> (dw, db) where a method computes both in one pass: what every method
+    module's ``conv2d_backward`` is."""
 
     @quiet
     def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return dx_fn(dout, w, g), dw_fn(dout, x, g), db_fn(dout)
+        dx = dx_fn(dout, w, g)
+        if dw_db_fn is not None:
+            return (dx, *dw_db_fn(dout, x, g))
+        return dx, dw_fn(dout, x, g), db_fn(dout)
 
     return conv2d_backward
 
@@ -72,8 +77,9 @@ def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
 @dataclass(frozen=True)
 class SplitBackward:
     """A conv2d backward pass taking dx from one method and dw from another: what method="auto" picks
-    where each gradient has a different fastest method. db comes from whichever of the two modules has
-    its own ``conv2d_bias_grad`` (dx's first), else NumPy's sum."""
+    where each gradient has a different fastest method. db comes with dw where dw's module computes them
+    together (``conv2d_backward_dw_db``), else from whichever of the two modules has its own
+    ``conv2d_bias_grad`` (dx's first), else NumPy's sum."""
 
     dx: Method
     dw: Method
@@ -89,7 +95,7 @@ class SplitBackward:
         db_fn = getattr(dx_module, "conv2d_bias_grad", None) or getattr(dw_module, "conv2d_bias_grad",
                                                                         sum_bias_grad)
         return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"),
-                             db_fn)
+                             db_fn, getattr(dw_module, "conv2d_backward_dw_db", None))
 
 
 def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:

@@ -394,6 +394,36 @@ def test_jit_pointwise_dw_transposes_per_task(chunk_bytes, dtype, rng, monkeypat
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tasks_per_thread", [1, 3])
+@pytest.mark.parametrize("xs,f,groups", [((3, 40, 3, 5), 12, 1), ((4, 36, 2, 7), 22, 2),
+                                          ((3, 32, 32, 32), 20, 1)])
+def test_jit_pointwise_backward_sums_db_in_the_dw_kernel(xs, f, groups, tasks_per_thread, dtype, rng,
+                                                         monkeypatch, jit_launches):
+    """For a pointwise conv the jit backward sums db in the dw kernel, each task its share of a group's
+    output channels, chunk by chunk (here of one image): db against a float64 sum, inf and NaN included,
+    with shares of 1 to 12 channels (11 of 22 in a group split three ways does not divide), and on
+    32 x 32 planes, whose dout rows the kernel reads padded; dx and dw are those of the separate calls.
+    The db kernel does not run."""
+    from fastconv._params import conv_geometry
+    from fastconv.jit import conv as jit_conv
+
+    monkeypatch.setattr(jit_conv, "PW_DW_CHUNK_BYTES", 1)
+    monkeypatch.setattr(jit_conv, "DW_TASKS_PER_THREAD", tasks_per_thread)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal((f, xs[1] // groups, 1, 1)).astype(dtype)
+    dout = rng.standard_normal((xs[0], f, xs[2], xs[3])).astype(dtype)
+    dout[1, 3, 0, 1] = np.inf
+    dout[2, f - 1, 1, 0] = np.nan
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, groups=groups, method="jit")
+    assert jit_conv._channel_sums not in jit_launches and set(jit_launches) & set(jit_conv._PWDW.values())
+    assert db.dtype == dtype
+    assert_close(db, dout.astype(np.float64).sum(axis=(0, 2, 3)).astype(dtype), dtype, "db")
+    g = conv_geometry(x.shape, w.shape, 1, 0, 1, groups)
+    np.testing.assert_array_equal(dx, jit_conv.conv2d_backward_dx(dout, w, g))
+    np.testing.assert_array_equal(dw, jit_conv.conv2d_backward_dw(dout, x, g))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_transpose8_moves_one_block(dtype, rng):
     """The 8 x 8 in-register transpose the pointwise dw packs with: at unaligned offsets and strides of
     both arrays, dst's block is src's block transposed and nothing else in dst changes."""
