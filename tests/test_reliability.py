@@ -135,7 +135,7 @@ CACHE_PROBE = """
 """
 
 
-def test_disk_cache_concurrent_compiles_then_reuse(tmp_path):
+def test_disk_cache_concurrent_compiles_then_reuse_until_sources_change(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     procs = [subprocess.Popen([sys.executable, "-c", textwrap.dedent(CACHE_PROBE)], env={**os.environ, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -147,6 +147,13 @@ def test_disk_cache_concurrent_compiles_then_reuse(tmp_path):
     assert again.returncode == 0, again.stderr
     hits, misses = map(int, again.stdout.split())
     assert hits >= 1 and misses == 0  # loaded from disk, not compiled
+    # With any kernel source changed (here as if an intrinsic in _numba.py had), the kernels whose own
+    # files are unchanged are compiled again, not loaded stale.
+    edited = _run("import fastconv.jit._numba as nb; nb.KERNEL_SOURCES_HASH = b'edited'\n"
+                  + textwrap.dedent(CACHE_PROBE), env)
+    assert edited.returncode == 0, edited.stderr
+    hits, misses = map(int, edited.stdout.split())
+    assert hits == 0 and misses >= 1
 
 
 def test_cache_can_be_turned_off(tmp_path):

@@ -6,10 +6,12 @@ Importing this module imports numba but compiles nothing.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 if "OMP_WAIT_POLICY" not in os.environ:
@@ -44,15 +46,43 @@ def _prefer_wide_vectors() -> None:
 _prefer_wide_vectors()
 
 
+def sources_hash(paths: list[Path]) -> bytes:
+    """SHA-256 over the files' names and contents, in the order given."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.digest()
+
+
+_PACKAGE = Path(__file__).resolve().parent.parent
+# Every source a kernel's compiled code can come from: the kernels' modules, the helpers they inline
+# from one another (im2col's from jit.conv, all of them from this module) and the compile flags.
+KERNEL_SOURCES_HASH = sources_hash(sorted(_PACKAGE.glob("jit/*.py")) + sorted(_PACKAGE.glob("im2col/*.py"))
+                                   + [_PACKAGE / "_config.py"])
+
+
+def _stamp_cache(dispatcher: Any) -> None:
+    """numba's disk cache reloads a kernel while the hash of its own source file is unchanged, so a change
+    to a helper it inlines from another module (an intrinsic here, say) alone would load stale code. Its
+    stamp is made to cover KERNEL_SOURCES_HASH too. (numba's internals: if they move, the stamp stays
+    numba's own.)"""
+    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
+    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+        cache_file._source_stamp = (cache_file._source_stamp, KERNEL_SOURCES_HASH)
+
+
 def kernel(fn: Callable[..., Any]) -> Any:
     """A parallel, NaN-safe fast-math, disk-cached numba function (cached unless FASTCONV_CACHE=0)."""
     opts = dict(parallel=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
     if CACHE:
         try:
-            return numba.njit(cache=True, **opts)(fn)
+            dispatcher = numba.njit(cache=True, **opts)(fn)
         except RuntimeError as exc:  # no writable cache location for this file
             warnings.warn(f"fastconv: compiled kernels will not be cached on disk ({exc})",
                           RuntimeWarning, stacklevel=2)
+        else:
+            _stamp_cache(dispatcher)
+            return dispatcher
     return numba.njit(**opts)(fn)
 
 
