@@ -156,6 +156,22 @@ def test_disk_cache_concurrent_compiles_then_reuse_until_sources_change(tmp_path
     assert hits == 0 and misses >= 1
 
 
+def test_kernel_sources_hash_follows_every_file(tmp_path):
+    """The disk cache's extra stamp: any file's text changes it; a file that cannot be read (a zipped
+    install) counts by its name instead of failing the import."""
+    pytest.importorskip("numba")
+    from fastconv.jit._numba import KERNEL_SOURCES_HASH, sources_hash
+
+    files = [tmp_path / "a.py", tmp_path / "b.py"]
+    for f in files:
+        f.write_text("x = 1\n")
+    before = sources_hash(files)
+    files[1].write_text("x = 2\n")
+    assert sources_hash(files) != before
+    assert sources_hash(files + [tmp_path / "missing.py"]) != sources_hash(files)
+    assert len(KERNEL_SOURCES_HASH) == 32
+
+
 def test_cache_can_be_turned_off(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path / "cache"), "FASTCONV_CACHE": "0"}
     res = _run(CACHE_PROBE, env)

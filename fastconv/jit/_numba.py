@@ -47,10 +47,15 @@ _prefer_wide_vectors()
 
 
 def sources_hash(paths: list[Path]) -> bytes:
-    """SHA-256 over the files' names and contents, in the order given."""
+    """SHA-256 over the files' names and contents, in the order given (a file that cannot be read, as in
+    a zipped install, counts by its name alone)."""
     h = hashlib.sha256()
     for path in paths:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
+        try:
+            text = path.read_bytes()
+        except OSError:
+            text = b""
+        h.update(path.name.encode() + b"\0" + text)
     return h.digest()
 
 
