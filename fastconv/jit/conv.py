@@ -1728,10 +1728,6 @@ def _dw_chunk(g: ConvGeometry, xplane: int, fpad: int, cpad: int, dtype: np.dtyp
 
 def _conv_dw_channels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     dtype = x.dtype
-    if g.pointwise and g.Ho == 1:
-        dw_db = _conv_dw_pointwise(dout, x, g)
-        if dw_db is not None:
-            return dw_db[0]
     fn, kv, mb = _dwc_tiling(g.Cg, g.Fg, dtype)
     colph, coloff = _tap_columns(g.KW, g.dw, g.sw)
     rows = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1
@@ -1796,12 +1792,23 @@ def conv2d_backward_dx(dout: np.ndarray, w: np.ndarray, g: ConvGeometry) -> np.n
     return _conv_dx(dout, w, g) if dx is None else dx
 
 
-@_quiet
-def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+def _dw_and_db(dout: np.ndarray, x: np.ndarray, g: ConvGeometry, want_db: bool
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """(dw, db): a pointwise conv, flattened, by _pwdw_tiles, which sums db too where want_db (else db is
+    None); any other conv by _conv_dw, db None."""
     flat = _flat_pointwise(g)
     if flat is not None:
-        return _conv_dw(dout.reshape(g.N, g.F, 1, g.H * g.W), x.reshape(g.N, g.C, 1, g.H * g.W), flat)
-    return _conv_dw(dout, x, g)
+        dout, x, g = dout.reshape(g.N, g.F, 1, g.H * g.W), x.reshape(g.N, g.C, 1, g.H * g.W), flat
+    if g.pointwise and g.Ho == 1 and _dwc_tiling(g.Cg, g.Fg, x.dtype) is not None:
+        dw_db = _conv_dw_pointwise(dout, x, g, want_db)
+        if dw_db is not None:
+            return dw_db
+    return _conv_dw(dout, x, g), None
+
+
+@_quiet
+def conv2d_backward_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
+    return _dw_and_db(dout, x, g, False)[0]
 
 
 @_quiet
@@ -1810,13 +1817,8 @@ def conv2d_backward_dw_db(dout: np.ndarray, x: np.ndarray, g: ConvGeometry
     """(dw, db): for a pointwise conv the dw kernel sums db from dout while it has it in cache, instead of
     the separate pass through dout's 13 MB (pw float64: dw + db 1.01-1.05x, medians of 25 interleaved
     rounds in six processes); else conv2d_backward_dw and conv2d_bias_grad."""
-    flat = _flat_pointwise(g) or g
-    if flat.pointwise and flat.Ho == 1 and _dwc_tiling(flat.Cg, flat.Fg, x.dtype) is not None:
-        shape = (g.N, g.F, 1, g.Ho * g.Wo)
-        dw_db = _conv_dw_pointwise(dout.reshape(shape), x.reshape(g.N, g.C, 1, g.H * g.W), flat, True)
-        if dw_db is not None:
-            return dw_db
-    return conv2d_backward_dw(dout, x, g), conv2d_bias_grad(dout)
+    dw, db = _dw_and_db(dout, x, g, True)
+    return dw, conv2d_bias_grad(dout) if db is None else db
 
 
 @kernel
