@@ -28,7 +28,7 @@ def _result_dtype(arrays: dict[str, np.ndarray]) -> np.dtype:
     """float32 only when every array is float32; float64 for float64, integers, bools and mixtures."""
     all_f32 = True
     for name, a in arrays.items():
-        dt = a.dtype
+        dt = a.dtype.newbyteorder("=")  # big-endian data (FITS, network order) is the same float type
         if dt == np.float32:
             continue
         all_f32 = False
@@ -45,7 +45,8 @@ def as_float_arrays(**named: object) -> tuple[np.dtype, list[np.ndarray]]:
     """Convert the named inputs (None passes through) to C-contiguous arrays of one float dtype.
 
     The result never aliases a caller's array that a kernel could write to: kernels only read inputs,
-    and np.ascontiguousarray copies whenever the layout or dtype differ.
+    and np.ascontiguousarray copies whenever the layout or dtype differ. The dtype is always in native
+    byte order: a big-endian input is converted once, here, like any other conversion.
     """
     arrays: dict[str, np.ndarray] = {}
     for name, value in named.items():

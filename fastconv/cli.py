@@ -215,7 +215,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"numba      {numba.__version__}")
         print(f"llvmlite   {llvmlite.__version__}")
         fastconv.max_pool2d_forward(np.zeros((1, 1, 2, 2), np.float32), 2, method="jit")
-        print(f"threading  {numba.threading_layer()} (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
+        from .jit import _threading
+
+        layer = numba.threading_layer()
+        threadsafe, forksafe = _threading.safety(layer)
+        vendor = f", {_threading.omp_vendor()} OpenMP" if layer == "omp" else ""
+        print(f"threading  {layer}{vendor}: {_threading.CHOICE}; "
+              f"fork-safe: {'yes' if forksafe else 'no (use spawn or forkserver for worker processes)'}; "
+              f"thread-safe: {'yes' if threadsafe else 'fastconv serializes its kernel launches'} "
+              f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
         cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(_numba.__file__), "__pycache__")
         print(f"cache dir  {cache} ({'on' if fastconv._config.CACHE else 'off: FASTCONV_CACHE=0'})")
         print(f"cpu flags  {numba.config.CPU_FEATURES and '512-bit vectors preferred' or 'LLVM default'}")

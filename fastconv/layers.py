@@ -15,6 +15,8 @@ def _float(a: Any, name: str) -> np.ndarray:
     a = np.asarray(a)
     if a.dtype.kind in "iub":
         return a.astype(np.float64)
+    if not a.dtype.isnative:  # big-endian float32/float64 data: the same numbers in native byte order
+        a = a.astype(a.dtype.newbyteorder("="))
     if a.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name} has dtype {a.dtype}; expected float32 or float64")
     return a

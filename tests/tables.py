@@ -76,6 +76,10 @@ POOL_CASES = [
     # windows wholly in the padding (dilation): -inf out, no gradient
     ((1, 2, 1, 5), dict(kernel_size=(2, 2), stride=1, padding=(1, 0), dilation=(2, 1)), "max"),
     ((1, 3, 4, 5), dict(kernel_size=(4, 5)), "both"),
+    # windows that tile the input (stride = kernel): the backward stores dx once and zeroes only what no
+    # window reaches, here a last row and column (2x2) and two of each (3x3); results start as NaN
+    ((2, 2, 7, 9), dict(kernel_size=2), "both"),
+    ((1, 2, 8, 11), dict(kernel_size=3), "both"),
 ]
 
 

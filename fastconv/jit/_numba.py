@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from numba.extending import intrinsic
 
 from .. import _threads
 from .._config import CACHE, FASTMATH, WIDE_VECTORS
+from . import _threading
 
 
 def _prefer_wide_vectors() -> None:
@@ -96,32 +96,11 @@ def inline(fn: Callable[..., Any]) -> Any:
     return numba.njit(inline="always", fastmath=set(FASTMATH), error_model="numpy")(fn)
 
 
-_serial = threading.Lock()
-_layer_is_threadsafe: bool | None = None
-
-
 def launch(fn: Any, *args: Any) -> Any:
-    """Call a parallel kernel with fastconv's thread count.
-
-    numba's workqueue threading layer (used when neither TBB nor OpenMP loads) aborts the process when two
-    Python threads enter parallel code at once; under it, calls are serialized.
-    """
-    global _layer_is_threadsafe
-    n = _threads.current()
-    if _layer_is_threadsafe:
-        if n is not None:
-            numba.set_num_threads(n)
-        return fn(*args)
-    with _serial:
-        if n is not None:
-            numba.set_num_threads(n)
-        result = fn(*args)
-        if _layer_is_threadsafe is None:
-            try:
-                _layer_is_threadsafe = numba.threading_layer() in ("omp", "tbb")
-            except ValueError:  # pragma: no cover - no parallel region has run
-                pass
-    return result
+    """Call a parallel kernel with fastconv's thread count, safely under numba's threading layer (see
+    _threading: serialized where the layer is not thread-safe, an error instead of a killed forked child
+    under GNU OpenMP)."""
+    return _threading.launch(fn, *args, threads=_threads.current())
 
 
 @intrinsic
