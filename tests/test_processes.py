@@ -199,6 +199,8 @@ def test_big_endian_inputs_give_the_native_results(method, dtype, rng):
                  fastconv.conv2d_backward(dout.astype(dout.dtype.newbyteorder(">")), big["x"], big["w"],
                                           method=method, padding=1))
     for op in ("max_pool2d", "avg_pool2d"):
+        if method not in fastconv.available_methods(op) + ("auto",):
+            continue  # im2col has no pools
         fwd, bwd = getattr(fastconv, f"{op}_forward"), getattr(fastconv, f"{op}_backward")
         pooled = fwd(x, 3, stride=2, padding=1, method=method)
         dp = rng.standard_normal(pooled.shape).astype(dtype)
