@@ -18,8 +18,7 @@ What fastconv does (see README, "Threads"):
 - At import, if neither ``NUMBA_THREADING_LAYER`` nor ``numba.config.THREADING_LAYER`` was set and no
   parallel call has run yet, it asks numba for its ``forksafe`` selection: tbb if it loads (the optional
   ``tbb`` package: ``pip install fastconv[tbb]``), else omp where the OpenMP runtime is fork-safe (not on
-  Linux), else workqueue. A layer the user chose is kept. Measured on 2 cores against GNU OpenMP
-  (docs/threading.md): workqueue 0.94x on a 1 ms call, level on large layers; tbb 1.0-1.06x.
+  Linux), else workqueue. A layer the user chose is kept. What each layer costs: docs/threading.md.
 - Under a layer that is not thread-safe, kernel launches from several Python threads are serialized by
   one lock (each launch already uses every thread), so concurrent calls stay safe.
 - Under GNU OpenMP (the user's choice, or the layer already running when fastconv was imported), a
@@ -38,7 +37,8 @@ from typing import Any
 
 import numba
 
-SAFETY = {"tbb": (True, True), "omp": (True, False), "workqueue": (False, True)}  # (threads, fork)
+# (thread-safe, fork-safe) of the layers whose safety does not depend on a runtime; omp's: safety()
+SAFETY = {"tbb": (True, True), "workqueue": (False, True)}
 
 
 def _user_chose() -> bool:
