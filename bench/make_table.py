@@ -7,6 +7,8 @@ import argparse
 import json
 from collections import defaultdict
 
+from fastconv._table import render
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -26,15 +28,10 @@ def main() -> None:
     machine = data.get("machine_info", {})
     print(f"Median times, {args.dtype}, {machine.get('cpu', {}).get('count', '?')} CPUs "
           f"({machine.get('cpu', {}).get('brand_raw', '?')}); ratio = PyTorch time / fastconv time.\n")
-    current = None
+    columns = [("layer", "<"), ("method", "<"), ("fwd ms", ">"), ("fwd GFLOP/s", ">"),
+               ("fwd vs PyTorch", ">"), ("fwd+bwd ms", ">"), ("fwd+bwd vs PyTorch", ">")]
+    by_op: dict[str, list[list[str]]] = defaultdict(list)
     for (op, layer), methods in rows.items():
-        if op != current:
-            current = op
-            title = "deeplearning.ai NHWC drop-in vs the NCHW API" if op == "dropin" else op
-            print(f"\n**{title}**\n")
-            print("| layer | method | fwd ms | fwd GFLOP/s | fwd vs PyTorch | fwd+bwd ms | "
-                  "fwd+bwd vs PyTorch |")
-            print("|---|---|---:|---:|---:|---:|---:|")
         peer = methods.get("pytorch", {})
         for method, r in methods.items():
             fwd, flops = r.get("fwd", (None, None))
@@ -45,8 +42,11 @@ def main() -> None:
             vsb = f"{peer['fwdbwd'][0] / fb:.2f}x" if peer.get("fwdbwd") and fb and method != "pytorch" \
                 else "-"
             ms = lambda t: f"{t * 1e3:.2f}" if t else "-"  # noqa: E731
-            print(f"| {layer} | {method} | {ms(fwd)} | {gf} | {vs} | {ms(fb)} | {vsb} |")
-
+            by_op[op].append([layer, method, ms(fwd), gf, vs, ms(fb), vsb])
+    for op, table in by_op.items():
+        title = "deeplearning.ai NHWC drop-in vs the NCHW API" if op == "dropin" else op
+        print(f"\n**{title}**\n")
+        print(render(columns, table, markdown=True))
 
 if __name__ == "__main__":
     main()

@@ -45,8 +45,11 @@ SMALL_FLOPS = 30e6  # below this (seed001: 18 MFLOP), the jit kernels: launches 
 STACKED_CHANNELS = 128  # output channels per group from which the float64 forward takes im2col
 
 
-def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tuple[str, str]:
-    """A method name, or for the backward pass possibly (dx's method, dw's method)."""
+def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str, methods: dict[str, Any]
+                 ) -> str | tuple[str, str]:
+    """A method name, or for the backward pass possibly (dx's method, dw's method). methods: the op's
+    registry entries, whose declared hooks answer questions about a geometry (im2col's
+    ``stacks_gemms``)."""
     if g.pointwise:
         if g.flops < SMALL_FLOPS:
             return "im2col"
@@ -54,17 +57,17 @@ def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str) -> str | tupl
             return "jit"
         return "im2col" if direction == "forward" else ("im2col", "jit")
     if np.dtype(dtype) == np.float64 and g.Fg >= STACKED_CHANNELS and g.flops >= SMALL_FLOPS:
-        from .im2col.conv import _stacked_images
-
-        if _stacked_images(g.N, g.F, g.KH, g.Ho, g.Wo, g.sh, g.dh, 8):
+        stacks = methods["im2col"].hook("stacks_gemms") if "im2col" in methods else None
+        if stacks is not None and stacks(g, dtype):
             return "im2col" if direction == "forward" else ("im2col", "jit")
     return "jit"
 
 
-def choose(op: str, geometry: Any, dtype: np.dtype, available: tuple[str, ...],
+def choose(op: str, geometry: Any, dtype: np.dtype, methods: dict[str, Any], available: tuple[str, ...],
            direction: str = "forward") -> str | tuple[str, str]:
-    """The method for one call; for a conv2d backward pass possibly a pair (dx's method, dw's)."""
-    pick = _conv_choice(geometry, dtype, direction) if op == "conv2d" else "jit"
+    """The method for one call; for a conv2d backward pass possibly a pair (dx's method, dw's).
+    methods: the op's registry entries; available: the names of those that can run here."""
+    pick = _conv_choice(geometry, dtype, direction, methods) if op == "conv2d" else "jit"
     if isinstance(pick, str):
         return pick if pick in available else _fallback(available)
     dx, dw = (p if p in available else _fallback(available) for p in pick)

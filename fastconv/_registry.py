@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._auto import choose
-from ._quiet import quiet
+from ._backward import conv_backward, sum_bias_grad
 
 OPS = ("conv2d", "max_pool2d", "avg_pool2d")
 
@@ -25,13 +25,17 @@ class Method:
     """One implementation of one op: a module holding ``forward`` and ``backward`` functions.
 
     ``requires`` names the importable packages it needs; a method whose requirement does not import is
-    not available, and calling it explicitly raises ImportError saying why.
+    not available, and calling it explicitly raises ImportError saying why. ``provides`` declares the
+    module's other functions that callers may ask for by name (``hook``): for a conv, its gradients
+    apart (``conv2d_backward_dx``, ``conv2d_backward_dw``, and where it has them its own
+    ``conv2d_bias_grad`` and ``conv2d_backward_dw_db``), and the hooks method="auto" consults.
     """
 
     module: str
     forward_name: str
     backward_name: str
     requires: tuple[str, ...] = ()
+    provides: tuple[str, ...] = ()
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def _load(self, name: str) -> Callable[..., Any]:
@@ -41,6 +45,10 @@ class Method:
             self._cache[name] = fn
         return fn
 
+    def hook(self, name: str) -> Callable[..., Any] | None:
+        """The module's function ``name`` if the method declares it (``provides``), else None."""
+        return self._load(name) if name in self.provides else None
+
     @property
     def forward(self) -> Callable[..., Any]:
         return self._load(self.forward_name)
@@ -48,30 +56,6 @@ class Method:
     @property
     def backward(self) -> Callable[..., Any]:
         return self._load(self.backward_name)
-
-
-def sum_bias_grad(dout: np.ndarray) -> np.ndarray:
-    """db: dout summed over (N, Ho, Wo) by NumPy, in dout's dtype."""
-    return dout.sum(axis=(0, 2, 3), dtype=dout.dtype)
-
-
-def conv_backward(dx_fn: Callable[..., Any], dw_fn: Callable[..., Any],
-                  db_fn: Callable[..., Any] = sum_bias_grad,
-                  dw_db_fn: Callable[..., Any] | None = None) -> Callable[..., Any]:
-    """A conv2d backward pass (dout, x, w, g) -> (dx, dw, db) from its gradients' functions,
-    dx_fn(dout, w, g), dw_fn(dout, x, g) and db_fn(dout) (NumPy's sum unless a method has its own), or
-    dw_db_fn(dout, x, g) -> (dw, db) where a method computes both in one pass: what every method
-    module's ``conv2d_backward`` is."""
-
-    @quiet
-    def conv2d_backward(dout: np.ndarray, x: np.ndarray, w: np.ndarray, g: Any
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        dx = dx_fn(dout, w, g)
-        if dw_db_fn is not None:
-            return (dx, *dw_db_fn(dout, x, g))
-        return dx, dw_fn(dout, x, g), db_fn(dout)
-
-    return conv2d_backward
 
 
 @dataclass(frozen=True)
@@ -90,23 +74,24 @@ class SplitBackward:
 
     @property
     def backward(self) -> Callable[..., Any]:
-        dx_module = importlib.import_module(self.dx.module)
-        dw_module = importlib.import_module(self.dw.module)
-        db_fn = getattr(dx_module, "conv2d_bias_grad", None) or getattr(dw_module, "conv2d_bias_grad",
-                                                                        sum_bias_grad)
-        return conv_backward(self.dx._load("conv2d_backward_dx"), self.dw._load("conv2d_backward_dw"),
-                             db_fn, getattr(dw_module, "conv2d_backward_dw_db", None))
+        db_fn = self.dx.hook("conv2d_bias_grad") or self.dw.hook("conv2d_bias_grad") or sum_bias_grad
+        return conv_backward(self.dx.hook("conv2d_backward_dx"), self.dw.hook("conv2d_backward_dw"),
+                             db_fn, self.dw.hook("conv2d_backward_dw_db"))
 
 
-def _entries(op: str, module: str, requires: tuple[str, ...] = ()) -> Method:
-    return Method(module, f"{op}_forward", f"{op}_backward", requires)
+def _entries(op: str, module: str, requires: tuple[str, ...] = (), provides: tuple[str, ...] = ()) -> Method:
+    return Method(module, f"{op}_forward", f"{op}_backward", requires, provides)
+
+
+_GRADIENTS = ("conv2d_backward_dx", "conv2d_backward_dw")
 
 
 REGISTRY: dict[str, dict[str, Method]] = {
     "conv2d": {
         "naive": _entries("conv2d", "fastconv.naive"),
-        "jit": _entries("conv2d", "fastconv.jit.conv", ("numba",)),
-        "im2col": _entries("conv2d", "fastconv.im2col.conv", ("numba",)),
+        "jit": _entries("conv2d", "fastconv.jit.conv", ("numba",),
+                        (*_GRADIENTS, "conv2d_bias_grad", "conv2d_backward_dw_db")),
+        "im2col": _entries("conv2d", "fastconv.im2col.conv", ("numba",), (*_GRADIENTS, "stacks_gemms")),
     },
     "max_pool2d": {
         "naive": _entries("max_pool2d", "fastconv.naive"),
@@ -152,7 +137,7 @@ def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
     a SplitBackward), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
-        method = choose(op, geometry, dtype, available_methods(op), direction)
+        method = choose(op, geometry, dtype, table, available_methods(op), direction)
         if isinstance(method, tuple):  # (dx's method, dw's), both available
             return SplitBackward(table[method[0]], table[method[1]])
     if not isinstance(method, str) or method not in table:

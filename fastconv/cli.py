@@ -35,10 +35,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ._threads import get_num_threads
 
     dtype = np.dtype(args.dtype)
-    ops = args.ops.split(",")
+    from ._registry import OPS
+
+    ops = args.ops.split(",") if args.ops else list(OPS)
     for op in ops:
-        if op not in ("conv2d", "max_pool2d", "avg_pool2d"):
-            raise CliError(f"--ops: unknown op {op!r} (conv2d, max_pool2d, avg_pool2d)")
+        if op not in OPS:
+            raise CliError(f"--ops: unknown op {op!r} ({', '.join(OPS)})")
     names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
     wanted = args.layers.split(",") if args.layers else names
     for name in wanted:
@@ -93,19 +95,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float) -> None:
+    from ._table import render
+
     by = {(r["op"], r["layer"], r["method"]): r for r in records}
     for op in ops:
         rows = [r for r in records if r["op"] == op]
         if not rows:
             continue
         print(f"\n{op}  (times are medians; 'vs pytorch' > 1 means fastconv is faster)")
-        if op == "conv2d":
-            print(f"{'layer':8s} {'method':8s} {'fwd ms':>9s} {'GFLOP/s':>8s} {'%GEMM':>6s} "
-                  f"{'fwd+bwd ms':>10s} {'GFLOP/s':>8s} {'vs naive':>9s} {'vs pytorch':>10s} "
-                  f"{'(fwd+bwd)':>9s} {'compile s':>9s}")
-        else:
-            print(f"{'layer':8s} {'method':8s} {'fwd ms':>9s} {'x copy':>7s} {'fwd+bwd ms':>10s} "
-                  f"{'vs naive':>9s} {'vs pytorch':>10s} {'(fwd+bwd)':>9s} {'compile s':>9s}")
+        conv = op == "conv2d"
+        columns = [("layer", "<"), ("method", "<"), ("fwd ms", ">")]
+        columns += [("GFLOP/s", ">"), ("%GEMM", ">")] if conv else [("x copy", ">")]
+        columns += [("fwd+bwd ms", ">")] + ([("GFLOP/s", ">")] if conv else [])
+        columns += [("vs naive", ">"), ("vs pytorch", ">"), ("(fwd+bwd)", ">"), ("compile s", ">")]
+        table = []
         for layer in dict.fromkeys(r["layer"] for r in rows):
             naive = by.get((op, layer, "naive"))
             torch_rec = by.get((op, layer, "pytorch"))
@@ -116,17 +119,15 @@ def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float)
                 vs_t = "-" if r is torch_rec else _ratio(torch_rec and torch_rec["fwd_s"], r["fwd_s"])
                 vs_tb = "-" if r is torch_rec else _ratio(torch_rec and torch_rec["fwdbwd_s"],
                                                           r["fwdbwd_s"])
-                name = r["method"] + ("~" if r.get("extrapolated") else "")
-                if op == "conv2d":
-                    print(f"{layer:8s} {name:8s} {_fmt_ms(r['fwd_s'])} {r['fwd_gflops']:8.1f} "
-                          f"{100 * r['fwd_gflops'] / ceiling:5.0f}% {_fmt_ms(r['fwdbwd_s']):>10s} "
-                          f"{r['fwdbwd_gflops']:8.1f} {vs_naive:>9s} {vs_t:>10s} {vs_tb:>9s} "
-                          f"{r['compile_s']:9.2f}")
+                cells = [layer, r["method"] + ("~" if r.get("extrapolated") else ""), _fmt_ms(r["fwd_s"])]
+                if conv:
+                    cells += [f"{r['fwd_gflops']:.1f}", f"{100 * r['fwd_gflops'] / ceiling:.0f}%"]
                 else:
-                    xcopy = _ratio(r["fwd_s"], r.get("copy_s"))
-                    print(f"{layer:8s} {name:8s} {_fmt_ms(r['fwd_s'])} {xcopy:>7s} "
-                          f"{_fmt_ms(r['fwdbwd_s']):>10s} {vs_naive:>9s} {vs_t:>10s} {vs_tb:>9s} "
-                          f"{r['compile_s']:9.2f}")
+                    cells += [_ratio(r["fwd_s"], r.get("copy_s"))]
+                cells += [_fmt_ms(r["fwdbwd_s"])] + ([f"{r['fwdbwd_gflops']:.1f}"] if conv else [])
+                cells += [vs_naive, vs_t, vs_tb, f"{r['compile_s']:.2f}"]
+                table.append([c.strip() for c in cells])
+        print(render(columns, table))
     print("\n~ : naive timed on a slice of the layer (1 image, 2 filters or channels) and scaled up; "
           "seed001's naive is timed whole.")
 
@@ -274,8 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="3 timed runs per figure, naive only on the smallest layers (under a minute "
                         "once kernels are compiled)")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    b.add_argument("--ops", default="conv2d,max_pool2d,avg_pool2d",
-                   help="comma-separated ops to time (default: all)")
+    b.add_argument("--ops", default=None, help="comma-separated ops to time (default: all)")
     b.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
     b.add_argument("--methods", default="", help="comma-separated methods (default: all available)")
     b.add_argument("--repeats", type=int, default=7,

@@ -58,7 +58,7 @@ def test_buffers_and_results_start_on_cache_lines():
     boundaries (NumPy's own allocations are only 16-byte aligned: a packed panel 16 bytes off splits
     every other vector load across two cache lines)."""
     from fastconv import _workspace
-    from fastconv.jit import conv as jit_conv
+    from fastconv.jit.conv.packing import thread_rows
 
     fastconv.release_workspace()
     try:
@@ -73,7 +73,7 @@ def test_buffers_and_results_start_on_cache_lines():
                 if dtype != np.int64:  # results are float (the suite fills them with NaN)
                     r = _workspace.fresh((size, 3), dtype)
                     assert r.ctypes.data % 64 == 0 and r.shape == (size, 3) and r.dtype == dtype
-                rows = jit_conv._thread_rows(f"r{i}", size, dtype)
+                rows = thread_rows(f"r{i}", size, dtype)
                 assert rows.shape[1] >= size
                 assert all(rows[t].ctypes.data % 64 == 0 for t in range(rows.shape[0]))
         rng = np.random.default_rng(0)

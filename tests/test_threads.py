@@ -111,10 +111,13 @@ def test_results_do_not_depend_on_how_tasks_are_claimed(claimed_threads, dtype, 
     several iterations, or one thread drains every share), and with several dw tasks per thread, every
     call gives bitwise the results of the normal schedule: every task is claimed exactly once, whoever
     claims it."""
-    from fastconv.im2col import conv as im2col_conv
+    import sys
+
+    import fastconv.im2col.conv  # noqa: F401  (every kernel module imported, so each is patched)
+    import fastconv.jit.conv
+    import fastconv.jit.pool  # noqa: F401
     from fastconv.jit import _numba
-    from fastconv.jit import conv as jit_conv
-    from fastconv.jit import pool as jit_pool
+    from fastconv.jit.conv.tunables import TUNABLES
 
     calls = _calls(rng, dtype)
     expected = {op: {m: calls[op](m) for m in fast_methods(op)} for op in calls}
@@ -124,9 +127,13 @@ def test_results_do_not_depend_on_how_tasks_are_claimed(claimed_threads, dtype, 
         ctr[1] = claimed_threads
         return ctr
 
-    for module in (jit_conv, jit_pool, im2col_conv):
+    patched = [module for name, module in list(sys.modules.items())
+               if name.startswith(("fastconv.jit.", "fastconv.im2col.")) and getattr(module, "counter", None)
+               is _numba.counter]
+    assert len(patched) >= 8
+    for module in patched:
         monkeypatch.setattr(module, "counter", skewed)
-    monkeypatch.setattr(jit_conv, "DW_TASKS_PER_THREAD", 3)
+    monkeypatch.setattr(TUNABLES, "dw_tasks_per_thread", 3)
     for op, by_method in expected.items():
         for method, results in by_method.items():
             for a, b in zip(results, calls[op](method)):

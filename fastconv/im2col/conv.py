@@ -38,12 +38,15 @@ import math
 import numpy as np
 from numba import prange
 
+from .._backward import conv_backward
+from .._geometry import columns_inside as _columns_inside
+from .._geometry import dx_phases, phase_kernel, transposed_kernel
 from .._params import ConvGeometry
 from .._quiet import quiet as _quiet
-from .._registry import conv_backward
 from .._workspace import fresh, scratch
-from ..jit._numba import claims_next, claims_start, counter, kernel, launch
-from ..jit.conv import columns_inside, dx_phases, phase_kernel, transposed_kernel
+from ..jit._numba import claims_next, claims_start, counter, inline, kernel, launch
+
+columns_inside = inline(_columns_inside)
 
 MIN_BUDGET = 64 << 20  # bytes
 CACHE_BYTES = 1 << 20  # a GEMM result block meant to stay in cache while the kernel rows add into it
@@ -287,6 +290,12 @@ def _stacked_images(N: int, F: int, KH: int, Ho: int, Wo: int, sh: int, dh: int,
     while inner > 1 and KH * F * inner * S * itemsize > STACK_BYTES:
         inner -= 1
     return inner if KH * F * inner * S * itemsize <= STACK_BYTES else 0
+
+
+def stacks_gemms(g: ConvGeometry, dtype: np.dtype) -> bool:
+    """Whether the forward of this geometry stacks its kernel rows into large GEMMs (_stacked_images):
+    the hook method="auto" asks (see fastconv._auto)."""
+    return _stacked_images(g.N, g.F, g.KH, g.Ho, g.Wo, g.sh, g.dh, np.dtype(dtype).itemsize) > 0
 
 
 def _conv_stacked(x, wk, groups, Ho, Wo, sh, sw, dh, dw, pt, pl, out, bias, fixed_bytes, reserve,

@@ -23,6 +23,7 @@ import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
+from numba.core.caching import IndexDataCacheFile
 from numba.extending import intrinsic
 
 from .. import _threads
@@ -60,24 +61,53 @@ def sources_hash(paths: list[Path]) -> bytes:
 
 
 _PACKAGE = Path(__file__).resolve().parent.parent
-# Every source a kernel's compiled code can come from: the kernels' modules, the helpers they inline
-# from one another (im2col's from jit.conv, all of them from this module) and the compile flags.
-KERNEL_SOURCES_HASH = sources_hash(sorted(_PACKAGE.glob("jit/*.py")) + sorted(_PACKAGE.glob("im2col/*.py"))
-                                   + [_PACKAGE / "_config.py"])
+# Every source a kernel's compiled code can come from: the kernels' modules, the helpers and constants
+# they take from one another (the tile records, this module's intrinsics, the shared geometry) and the
+# compile flags.
+KERNEL_SOURCES_HASH = sources_hash(sorted(_PACKAGE.glob("jit/**/*.py")) + sorted(_PACKAGE.glob("im2col/*.py"))
+                                   + [_PACKAGE / "_geometry.py", _PACKAGE / "_config.py"])
+
+
+class _KeyedCacheFile(IndexDataCacheFile):
+    """numba's index and data files, each data file also holding the key it was saved under, and a load
+    that finds another key there a miss (the kernel compiles again).
+
+    numba names a new data file by the first number its index does not use yet. Two processes compiling
+    two overloads of one function at once (two tiles of a kernel family, float32 and float64, a worker
+    pool on a cold cache) can both pick the same number: each writes its code to that file and its key
+    to the index, the last writer of each wins, and the index can then send one overload's key to the
+    other's code. The other tile's kernel reading weights packed for this one computes wrong results;
+    with this check, a lost race costs a compile instead."""
+
+    def save(self, key: Any, data: Any) -> None:
+        super().save(key, (key, data))
+
+    def load(self, key: Any) -> Any:
+        found = super().load(key)
+        if not (isinstance(found, tuple) and len(found) == 2 and found[0] == key):
+            return None
+        return found[1]
 
 
 def _stamp_cache(dispatcher: Any) -> None:
     """numba's disk cache reloads a kernel while the hash of its own source file is unchanged, so a change
     to a helper it inlines from another module (an intrinsic here, say) alone would load stale code. Its
-    stamp is made to cover KERNEL_SOURCES_HASH too. (numba's internals: if they move, the stamp stays
-    numba's own.)"""
+    stamp is made to cover KERNEL_SOURCES_HASH too, and its files carry their keys (_KeyedCacheFile).
+    (numba's internals: if they move, the cache stays numba's own.)"""
     cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-    if cache_file is not None and hasattr(cache_file, "_source_stamp"):
+    if type(cache_file) is IndexDataCacheFile and hasattr(cache_file, "_source_stamp"):
         cache_file._source_stamp = (cache_file._source_stamp, KERNEL_SOURCES_HASH)
+        cache_file.__class__ = _KeyedCacheFile
 
 
-def kernel(fn: Callable[..., Any]) -> Any:
-    """A parallel, NaN-safe fast-math, disk-cached numba function (cached unless FASTCONV_CACHE=0)."""
+def kernel(fn: Callable[..., Any], name: str | None = None) -> Any:
+    """A parallel, NaN-safe fast-math, disk-cached numba function (cached unless FASTCONV_CACHE=0).
+
+    name: the kernel's name, for a kernel made by a function (one per tile): its disk-cache files and
+    profiles carry it. numba's cache keys a closure's code by its cells' values too, so kernels made from
+    one body for different tiles never share a cache entry, whatever their names."""
+    if name is not None:
+        fn.__name__ = fn.__qualname__ = name
     opts = dict(parallel=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
     if CACHE:
         try:
