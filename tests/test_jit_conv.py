@@ -71,6 +71,9 @@ def test_tile_records_fit_their_kernels():
     made = set()
     for t in tiles.TILES:
         assert t.dtype in ("float32", "float64") and t.rows > 0 and t.cols > 0, t
+        assert t.isa in ("avx512", "avx2") and t.cols * np.dtype(t.dtype).itemsize % 64 == 0, t
+        if t.isa == "avx2" and t.family in ("channels", "dw_chans"):  # sums in at most 12 of 16 registers
+            assert t.rows * t.cols * np.dtype(t.dtype).itemsize <= 12 * 32, t
         if t.family in ("channels", "rows", "panels"):
             assert t.rows * t.cols <= tiles.ACC and 2 * t.rows * (t.cols // 2) <= tiles.ACC, t
         elif t.family == "dw_pixels":
@@ -97,21 +100,26 @@ def test_tile_records_fit_their_kernels():
         forward_tiles.tile_kernel(tiles.tiles("rows", np.float32)[0], "phases")
 
 
+@pytest.mark.parametrize("isa", ["avx512", "avx2"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_pickers_choose_from_the_records(dtype):
-    """The pickers pick only records of their family and dtype that serve the channels: rows tiles for
-    one channel per group, the 2-4 channel tile below 5, else the wide tile that pads least per unit of
-    speed, each wide tile for some shape."""
-    name = np.dtype(dtype).name
-    assert tiles.conv_tile(1, np.dtype(dtype), 30).family == "rows"
-    assert tiles.conv_tile(3, np.dtype(dtype), 30).max_channels == 4
-    wide = {tiles.conv_tile(c, np.dtype(dtype), w) for c in (5, 8, 12, 16, 24, 40, 64, 96)
-            for w in (16, 24, 32, 48)}
-    assert wide == set(tiles.tiles("channels", dtype)) - {tiles.conv_tile(3, np.dtype(dtype), 30)}
-    assert all(t.dtype == name and t.family == "channels" for t in wide)
-    chans = {tiles.dw_chans_tile(c, f, np.dtype(dtype)) for c in (8, 16, 32) for f in (8, 12, 64, 128)}
-    assert chans - {None} == set(tiles.tiles("dw_chans", dtype))
-    assert tiles.dw_chans_tile(7, 64, np.dtype(dtype)) is None
+def test_pickers_choose_from_the_records(dtype, isa):
+    """Told the target's ISA, the pickers pick only records of their family, dtype and ISA that serve the
+    channels (the AVX-512 ones where the ISA has none: row tiles): rows tiles for one channel per group,
+    a tile for 2-4 channels, else the tile that pads least per unit of speed, each tile for some shape;
+    the dw tiles likewise."""
+    name, dt = np.dtype(dtype).name, np.dtype(dtype)
+    assert tiles.conv_tile(1, dt, 30, isa=isa).family == "rows"
+    narrow = tiles.conv_tile(3, dt, 30, isa=isa)
+    assert narrow.isa == isa and narrow.rows == 4 and narrow.serves(3)
+    picked = {tiles.conv_tile(c, dt, w, isa=isa) for c in (2, 4, 5, 6, 8, 12, 16, 24, 40, 64, 96)
+              for w in (16, 24, 32, 48)}
+    assert picked == set(tiles.tiles("channels", dtype, isa=isa))
+    assert all(t.dtype == name and t.family == "channels" and t.isa == isa for t in picked)
+    chans = {tiles.dw_chans_tile(c, f, dt, isa=isa) for c in (8, 16, 32) for f in (4, 6, 8, 12, 64, 128)}
+    assert chans - {None} == set(tiles.tiles("dw_chans", dtype, isa=isa))
+    assert tiles.dw_chans_tile(7, 64, dt, isa=isa) is None
+    folds = {tiles.conv_tile(q, dt, 64, "fold", isa=isa) for q in (5, 8, 9, 12, 16, 25)}
+    assert folds <= set(tiles.tiles("channels", dtype, "fold", isa)) and folds
     pixels = {tiles.dw_pixels_tile(k, np.dtype(dtype)) for k in range(1, 11)}
     assert pixels == set(tiles.tiles("dw_pixels", dtype))
 

@@ -18,8 +18,14 @@ dw_chans   output channels                                 input channels (the v
 (*) the channels per group a tile is for: ``min_channels <= channels <= max_channels``.
 
 ``speed`` is a tile's measured speed per computed element relative to the family's first tile of its
-dtype, where neither pads (docs/jit-conv.md has the measurements); the pickers weigh padding against it.
-``variants`` names the kernels generated for the tile (see each family's kernel module).
+dtype and ISA, where neither pads (docs/jit-conv.md has the measurements); the pickers weigh padding
+against it. ``variants`` names the kernels generated for the tile (see each family's kernel module).
+
+``isa`` is the register file a tile is sized for (``_numba.target_isa``): "avx512", 32 registers of 64
+bytes, or "avx2", 16 of 32 bytes, where an AVX-512 tile's accumulators would spill (16 x 16 float32
+sums are 32 registers of 32 bytes). A picker takes the records of the target's ISA, and a family or
+channel range that has none for it takes the "avx512" records. Every record compiles and runs on any x86
+CPU (LLVM splits or joins vectors as the CPU needs), so the tests run every ISA's tiles here.
 
 Adding a tile is adding a record: the kernels compile from it on first use (numba's disk cache keys them
 by the tile's shape, see _numba.kernel), and the tests run every record against naive and bitwise
@@ -32,6 +38,8 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
+
+from .._numba import target_isa
 
 ACC = 512  # stack elements of the largest forward-style tile (tests check every record fits)
 QB = 16  # taps per dw_taps tile
@@ -51,6 +59,7 @@ class Tile:
     max_channels: int | None = None
     speed: float = 1.0
     variants: tuple[str, ...] = ("fwd",)
+    isa: str = "avx512"
 
     def serves(self, channels: int) -> bool:
         return self.min_channels <= channels and (self.max_channels is None or channels <= self.max_channels)
@@ -61,7 +70,7 @@ class Tile:
         return 1 if self.family == "rows" else self.rows
 
     def __str__(self) -> str:
-        return f"{self.family} {self.dtype} {self.rows}x{self.cols}"
+        return f"{self.family} {self.dtype} {self.rows}x{self.cols} ({self.isa})"
 
 
 _FORWARD = ("fwd", "overlap", "packed", "phases")
@@ -97,17 +106,34 @@ TILES: tuple[Tile, ...] = (
     Tile("dw_chans", "float32", 16, 16, 16, None, 1.0, ("taps", "pointwise")),
     Tile("dw_chans", "float64", 8, 16, 16, None, 1.0, ("taps", "pointwise")),
     Tile("dw_chans", "float64", 16, 8, 8, None, 1.0, ("taps",)),
+    # AVX2: one 64-byte vector of columns (two registers) per row, at most 12 accumulator registers.
+    Tile("channels", "float32", 6, 16, 5, None, 1.0, (*_FORWARD, "fold"), "avx2"),
+    Tile("channels", "float32", 4, 16, 2, None, 0.94, (*_FORWARD, "fold"), "avx2"),
+    Tile("channels", "float64", 6, 8, 5, None, 1.0, (*_FORWARD, "fold"), "avx2"),
+    Tile("channels", "float64", 4, 8, 2, None, 0.94, (*_FORWARD, "fold"), "avx2"),
+    Tile("dw_chans", "float32", 6, 16, 16, None, 1.0, ("taps", "pointwise"), "avx2"),
+    Tile("dw_chans", "float32", 4, 16, 16, None, 1.02, ("taps", "pointwise"), "avx2"),
+    Tile("dw_chans", "float64", 6, 8, 8, None, 1.0, ("taps", "pointwise"), "avx2"),
+    Tile("dw_chans", "float64", 4, 8, 8, None, 0.97, ("taps", "pointwise"), "avx2"),
 )
 
 
 # The pickers are remembered (they run on every call; TILES does not change): besides the time, a
 # tuple built from a generator per call fills CPython's tuple free lists, which tracemalloc counts.
 @functools.lru_cache(maxsize=64)
-def tiles(family: str, dtype: np.dtype | str, variant: str | None = None) -> tuple[Tile, ...]:
-    """The records of family for dtype (with the kernel variant, if given), in the table's order."""
+def tiles(family: str, dtype: np.dtype | str, variant: str | None = None, isa: str | None = None
+          ) -> tuple[Tile, ...]:
+    """The records of family for dtype (with the kernel variant and for the ISA, if given), in the table's
+    order."""
     name = np.dtype(dtype).name
     return tuple(t for t in TILES if t.family == family and t.dtype == name
-                 and (variant is None or variant in t.variants))
+                 and (variant is None or variant in t.variants) and (isa is None or t.isa == isa))
+
+
+def _for_isa(found: list[Tile], isa: str | None) -> list[Tile]:
+    """Those of found sized for isa (the target's by default), or if none is, the AVX-512 ones."""
+    isa = isa or target_isa()
+    return [t for t in found if t.isa == isa] or [t for t in found if t.isa == "avx512"]
 
 
 def _padded(n: int, step: int) -> int:
@@ -115,12 +141,13 @@ def _padded(n: int, step: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def conv_tile(channels: int, dtype: np.dtype, width: int, variant: str = "fwd") -> Tile:
+def conv_tile(channels: int, dtype: np.dtype, width: int, variant: str = "fwd", isa: str | None = None
+              ) -> Tile:
     """The forward-style tile (channels or rows family) for this many output channels per group and
-    output rows of width columns, among those with the kernel variant: the one that computes the
-    least padding per unit of speed (the table's first on a tie)."""
-    found = [t for family in ("channels", "rows") for t in tiles(family, dtype, variant)
-             if t.serves(channels)]
+    output rows of width columns, among those with the kernel variant for the ISA: the one that computes
+    the least padding per unit of speed (the table's first on a tie)."""
+    found = _for_isa([t for family in ("channels", "rows") for t in tiles(family, dtype, variant)
+                      if t.serves(channels)], isa)
     if not found:
         raise LookupError(f"no {variant} tile for {channels} channels per group in {np.dtype(dtype).name}")
     return min(found, key=lambda t: _padded(channels, t.rows) * _padded(width, t.cols) / t.speed)
@@ -134,11 +161,12 @@ def panel_tile(dtype: np.dtype) -> Tile | None:
 
 
 @functools.lru_cache(maxsize=256)
-def dw_chans_tile(in_channels: int, out_channels: int, dtype: np.dtype) -> Tile | None:
+def dw_chans_tile(in_channels: int, out_channels: int, dtype: np.dtype, isa: str | None = None
+                  ) -> Tile | None:
     """The channel-vector dw tile for these channels per group: the widest vector (cols) the input
     channels fill, and of the tiles with it the one that computes the fewest padded output channels per
     unit of speed; None if the input channels fill no tile's vector."""
-    found = [t for t in tiles("dw_chans", dtype) if t.serves(in_channels)]
+    found = _for_isa([t for t in tiles("dw_chans", dtype) if t.serves(in_channels)], isa)
     if not found:
         return None
     kv = max(t.cols for t in found)
