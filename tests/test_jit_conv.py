@@ -245,16 +245,18 @@ def test_jit_dx_packs_each_image_in_its_task(dtype, rng, jit_launches):
     ((2, 3, 4, 8), (16, 3, 1, 1), 1)],  # 32: whole panels only
     ids=["15", "4", "8", "9", "0"])
 def test_jit_pointwise_panels_in_column_blocks(panel_bytes, xs, ws, groups, rng, jit_launches):
-    """float64 pointwise convs (forward and dx) go through panels of packed input columns, one block of
+    """float64 pointwise convs (forward and dx) by AVX-512's panels of packed input columns, one block of
     columns per task: with a small budget an image splits into several blocks, the last one ragged. A
     last panel of at most 8 columns is packed and summed 8 wide, two blocks of output channels at a
     time (the last block, if odd, paired with itself)."""
-    tile = tiles.panel_tile(np.float64)
-    assert tile is not None
+    (tile,) = tiles.tiles("panels", np.float64)  # forced: an AVX2 target does not pick it
+    assert tiles.panel_tile(np.dtype(np.float64), "avx512") == tile
+    assert tiles.panel_tile(np.dtype(np.float64), "avx2") is None
     g, x, w, b, dout = _operands(xs, ws, dict(groups=groups), np.float64, rng)
+    plan = Plan(forward_tile=tile, dx_tile=tile)
     with TUNABLES.override(panel_bytes=panel_bytes):
-        out = jit_conv.conv2d_forward(x, w, b, g)
-        dxv = jit_conv.conv2d_backward_dx(dout, w, g)
+        out = jit_conv.conv2d_forward(x, w, b, g, plan)
+        dxv = jit_conv.conv2d_backward_dx(dout, w, g, plan)
     assert jit_launches == [panels.panel_kernel(tile)] * 2
     assert_close(out, fastconv.conv2d_forward(x, w, b, method="naive", groups=groups), np.float64, "out")
     naive = fastconv.conv2d_backward(dout, x, w, method="naive", groups=groups)
