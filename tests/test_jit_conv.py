@@ -138,18 +138,39 @@ def test_tunables_override_and_reset():
 
 
 # --------------------------------------------------------------------------------- forward and dx
+def _kernels_of(tile):
+    """Every kernel made from a tile record (the tiles' sums are bitwise equal: which tile ran is told
+    by the kernels launched)."""
+    if tile.family in ("channels", "rows"):
+        return {forward_tiles.tile_kernel(tile, v) for v in tile.variants if v != "fold"}
+    if tile.family == "panels":
+        return {panels.panel_kernel(tile)}
+    return {dw_chans.chans_kernel(tile, v) for v in tile.variants}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs,ws,kw,bias", CONV_CASES[:20:3] + CONV_CASES[-6:])
-def test_the_plan_a_call_uses_gives_its_results(xs, ws, kw, bias, dtype, rng):
-    """plan(g, dtype) names the tiles a call picks: passed back, the same results, bitwise."""
+def test_the_plan_a_call_uses_gives_its_results(xs, ws, kw, bias, dtype, rng, jit_launches):
+    """plan(g, dtype) names the tiles a call picks: the kernels a call without a plan launches are
+    those tiles' (where the call takes a tile path), and passed back, the plan gives the same results,
+    bitwise."""
     g, x, w, b, dout = _operands(xs, ws, kw, dtype, rng, bias)
     p = jit_conv.plan(g, dtype)
     assert p.forward_tile is not None and p.forward_tile.dtype == np.dtype(dtype).name
-    np.testing.assert_array_equal(jit_conv.conv2d_forward(x, w, b, g, p), jit_conv.conv2d_forward(x, w, b, g))
-    np.testing.assert_array_equal(jit_conv.conv2d_backward_dx(dout, w, g, p),
-                                  jit_conv.conv2d_backward_dx(dout, w, g))
-    np.testing.assert_array_equal(jit_conv.conv2d_backward_dw(dout, x, g, p),
-                                  jit_conv.conv2d_backward_dw(dout, x, g))
+    jit_launches.clear()
+    out = jit_conv.conv2d_forward(x, w, b, g)
+    assert set(jit_launches) & _kernels_of(p.forward_tile)
+    np.testing.assert_array_equal(jit_conv.conv2d_forward(x, w, b, g, p), out)
+    jit_launches.clear()
+    dxv = jit_conv.conv2d_backward_dx(dout, w, g)
+    if p.dx_tile is not None and dx.fold_applies(g, np.dtype(dtype)) is None:
+        assert set(jit_launches) & _kernels_of(p.dx_tile)
+    np.testing.assert_array_equal(jit_conv.conv2d_backward_dx(dout, w, g, p), dxv)
+    jit_launches.clear()
+    dw = jit_conv.conv2d_backward_dw(dout, x, g)
+    if p.dw_tile is not None:
+        assert set(jit_launches) & _kernels_of(p.dw_tile)
+    np.testing.assert_array_equal(jit_conv.conv2d_backward_dw(dout, x, g, p), dw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
