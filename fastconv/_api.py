@@ -15,6 +15,7 @@ from ._params import (
     conv_geometry,
     pool_geometry,
 )
+from ._types import ArrayLike, ConvMethod, ConvPadding, FloatArray, IntPair, PoolMethod
 
 _NCHW = "(N, C, H, W)"
 
@@ -32,16 +33,16 @@ def _conv_setup(x: np.ndarray, w: np.ndarray, stride: Any, padding: Any, dilatio
 
 
 def conv2d_forward(
-    x: Any,
-    w: Any,
-    b: Any = None,
+    x: ArrayLike,
+    w: ArrayLike,
+    b: ArrayLike | None = None,
     *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair = 1,
+    padding: ConvPadding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
-    method: str = "auto",
-) -> np.ndarray:
+    method: ConvMethod = "auto",
+) -> FloatArray:
     """2-D convolution (cross-correlation, as in every deep-learning library), NCHW.
 
     Parameters
@@ -60,6 +61,16 @@ def conv2d_forward(
     -------
     out : ndarray, shape (N, F, Ho, Wo)
         float32 when every input is float32, else float64.
+
+    Raises
+    ------
+    ValueError
+        An array of the wrong number of dimensions or shape, a size, stride, padding, dilation or groups
+        out of range, an unknown method, or an empty output; the message names the argument and its value.
+    TypeError
+        An array whose dtype is not a float, integer or bool (complex, object, strings).
+    ImportError
+        ``method`` named explicitly but unusable here (numba missing or broken); "auto" falls back.
 
     Examples
     --------
@@ -81,16 +92,16 @@ def conv2d_forward(
 
 
 def conv2d_backward(
-    dout: Any,
-    x: Any,
-    w: Any,
+    dout: ArrayLike,
+    x: ArrayLike,
+    w: ArrayLike,
     *,
-    stride: Any = 1,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair = 1,
+    padding: ConvPadding = 0,
+    dilation: IntPair = 1,
     groups: int = 1,
-    method: str = "auto",
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    method: ConvMethod = "auto",
+) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Gradients of :func:`conv2d_forward` with respect to x, w and b.
 
     Parameters
@@ -106,6 +117,11 @@ def conv2d_backward(
     dw : ndarray, shape (F, C // groups, KH, KW)
     db : ndarray, shape (F,)
         ``dout`` summed over (N, Ho, Wo), returned whether or not the forward had a bias.
+
+    Raises
+    ------
+    ValueError, TypeError, ImportError
+        As :func:`conv2d_forward`; also ValueError when ``dout`` does not have the forward output's shape.
     """
     dtype, (dout, x, w) = as_float_arrays(dout=dout, x=x, w=w)
     g = _conv_setup(x, w, stride, padding, dilation, groups)
@@ -143,15 +159,15 @@ def _pool_backward(op: str, dout: Any, x: Any, g_args: tuple[Any, ...], method: 
 
 
 def max_pool2d_forward(
-    x: Any,
-    kernel_size: Any,
+    x: ArrayLike,
+    kernel_size: IntPair,
     *,
-    stride: Any = None,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     ceil_mode: bool = False,
-    method: str = "auto",
-) -> np.ndarray:
+    method: PoolMethod = "auto",
+) -> FloatArray:
     """2-D max pooling, NCHW, with PyTorch's semantics.
 
     Parameters
@@ -170,6 +186,16 @@ def max_pool2d_forward(
     -------
     out : ndarray, shape (N, C, Ho, Wo)
         A window holding NaN gives NaN.
+
+    Raises
+    ------
+    ValueError
+        An array of the wrong number of dimensions or shape, a size, stride, padding, dilation out
+        of range, an unknown method, or an empty output; the message names the argument and its value.
+    TypeError
+        An array whose dtype is not a float, integer or bool (complex, object, strings).
+    ImportError
+        ``method`` named explicitly but unusable here (numba missing or broken); "auto" falls back.
     """
     return _pool_forward(
         "max_pool2d", x, (kernel_size, stride, padding, dilation, ceil_mode), method
@@ -178,19 +204,36 @@ def max_pool2d_forward(
 
 def max_pool2d_backward(
     dout: Any,
-    x: Any,
-    kernel_size: Any,
+    x: ArrayLike,
+    kernel_size: IntPair,
     *,
-    stride: Any = None,
-    padding: Any = 0,
-    dilation: Any = 1,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
+    dilation: IntPair = 1,
     ceil_mode: bool = False,
-    method: str = "auto",
-) -> np.ndarray:
+    method: PoolMethod = "auto",
+) -> FloatArray:
     """Gradient of :func:`max_pool2d_forward` with respect to x, shape (N, C, H, W).
 
     Each window's gradient goes to one element: its first maximum in row-major order, or, where the
     window holds NaN, its last NaN (PyTorch's CPU rule). Overlapping windows accumulate.
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, Ho, Wo)
+        Upstream gradient.
+    x, kernel_size, stride, padding, dilation, ceil_mode, method
+        As given to the forward call.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+
+    Raises
+    ------
+    ValueError, TypeError, ImportError
+        As :func:`max_pool2d_forward`; also ValueError when ``dout`` does not have the forward output's
+        shape.
     """
     return _pool_backward(
         "max_pool2d", dout, x, (kernel_size, stride, padding, dilation, ceil_mode), method
@@ -198,15 +241,15 @@ def max_pool2d_backward(
 
 
 def avg_pool2d_forward(
-    x: Any,
-    kernel_size: Any,
+    x: ArrayLike,
+    kernel_size: IntPair,
     *,
-    stride: Any = None,
-    padding: Any = 0,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-    method: str = "auto",
-) -> np.ndarray:
+    method: PoolMethod = "auto",
+) -> FloatArray:
     """2-D average pooling, NCHW, with PyTorch's semantics.
 
     Parameters
@@ -226,6 +269,16 @@ def avg_pool2d_forward(
     Returns
     -------
     out : ndarray, shape (N, C, Ho, Wo)
+
+    Raises
+    ------
+    ValueError
+        An array of the wrong number of dimensions or shape, a size, stride, padding out
+        of range, an unknown method, or an empty output; the message names the argument and its value.
+    TypeError
+        An array whose dtype is not a float, integer or bool (complex, object, strings).
+    ImportError
+        ``method`` named explicitly but unusable here (numba missing or broken); "auto" falls back.
     """
     return _pool_forward(
         "avg_pool2d", x, (kernel_size, stride, padding, 1, ceil_mode, count_include_pad), method
@@ -234,16 +287,34 @@ def avg_pool2d_forward(
 
 def avg_pool2d_backward(
     dout: Any,
-    x: Any,
-    kernel_size: Any,
+    x: ArrayLike,
+    kernel_size: IntPair,
     *,
-    stride: Any = None,
-    padding: Any = 0,
+    stride: IntPair | None = None,
+    padding: IntPair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
-    method: str = "auto",
-) -> np.ndarray:
-    """Gradient of :func:`avg_pool2d_forward` with respect to x, shape (N, C, H, W)."""
+    method: PoolMethod = "auto",
+) -> FloatArray:
+    """Gradient of :func:`avg_pool2d_forward` with respect to x.
+
+    Parameters
+    ----------
+    dout : array_like, shape (N, C, Ho, Wo)
+        Upstream gradient.
+    x, kernel_size, stride, padding, ceil_mode, count_include_pad, method
+        As given to the forward call.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W)
+
+    Raises
+    ------
+    ValueError, TypeError, ImportError
+        As :func:`avg_pool2d_forward`; also ValueError when ``dout`` does not have the forward output's
+        shape.
+    """
     return _pool_backward(
         "avg_pool2d", dout, x, (kernel_size, stride, padding, 1, ceil_mode, count_include_pad),
         method,

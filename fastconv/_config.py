@@ -3,7 +3,12 @@
 Environment variables, read once when the jit kernels are first loaded:
 
 FASTCONV_CACHE=0
-    Do not cache compiled kernels on disk (numba's ``cache=True``); compile in memory every process.
+    Do not cache compiled kernels on disk; compile in memory every process.
+FASTCONV_CACHE_DIR
+    Where to cache compiled kernels (default: beside the installed sources if writable, else the user's
+    cache directory; see fastconv/jit/_cache.py). `fastconv info` prints the one in use.
+FASTCONV_QUIET=1
+    Do not print the note that kernels are being compiled (once per process, on stderr).
 FASTCONV_WIDE_VECTORS=0
     Leave numba's CPU features alone. By default, on a CPU with AVX-512, fastconv asks LLVM for 512-bit
     vectors (LLVM prefers 256-bit ones on these CPUs), which makes the conv kernels about 1.3x faster. It
@@ -31,3 +36,4 @@ def _flag(name: str, default: bool) -> bool:
 
 CACHE = _flag("FASTCONV_CACHE", True)
 WIDE_VECTORS = _flag("FASTCONV_WIDE_VECTORS", True)
+QUIET = _flag("FASTCONV_QUIET", False)

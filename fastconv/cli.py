@@ -19,6 +19,17 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_output_path(path: str, option: str) -> None:
+    """Refuse an output path that cannot be written before any work is done."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise CliError(f"{option}: {path} is a directory; give a file name")
+    if not os.path.isdir(folder):
+        raise CliError(f"{option}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CliError(f"{option}: cannot write in {folder}")
+
+
 # ------------------------------------------------------------------------------------------ bench
 def _fmt_ms(s: float | None) -> str:
     return "-" if s is None else f"{s * 1e3:9.2f}"
@@ -48,12 +59,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
     conv_layers = [layer for layer in _suite.CONV_LAYERS if layer.name in wanted]
     pool_layers = [layer for layer in _suite.POOL_LAYERS if layer.name in wanted]
+    for op in ops:
+        if not (conv_layers if op == "conv2d" else pool_layers):
+            kind = _suite.CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS
+            raise CliError(f"--layers: none of {', '.join(wanted)} is a {op} layer "
+                           f"({op}'s layers: {', '.join(layer.name for layer in kind)})")
     known = sorted({m for op in ops for m in _bench.methods_for(op, include_naive=True)})
     for m in args.methods.split(",") if args.methods else []:
         if m not in known:
             raise CliError(f"--methods: unknown or unavailable method {m!r} ({', '.join(known)})")
     if args.repeats < 1:
         raise CliError(f"--repeats must be at least 1, got {args.repeats}")
+    if args.json:
+        _check_output_path(args.json, "--json")
+    if args.plot:
+        _check_output_path(args.plot, "--plot")
+        from . import _chart
+
+        missing = _chart.available()
+        if missing:
+            raise CliError(missing)
     rounds = 3 if args.quick else args.repeats
     threads = get_num_threads()
     _say(f"fastconv bench: {dtype.name}, {threads} threads, {rounds} interleaved rounds per layer")
@@ -83,14 +108,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if peer:
             peer.close()
     _print_tables(records, ops, ceiling)
-    result = {"machine": _machine(), "dtype": dtype.name, "threads": threads, "rounds": rounds,
-              "gemm_gflops": ceiling, "records": records}
+    import fastconv
+
+    result = {"version": fastconv.__version__, "machine": _machine(), "dtype": dtype.name,
+              "threads": threads, "rounds": rounds, "gemm_gflops": ceiling,
+              "torch": peer.version if peer else None, "records": records}
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=1)
         _say(f"wrote {args.json}")
     if args.plot:
-        _plot(records, args.plot, dtype.name)
+        from . import _chart
+
+        _chart.draw(result, args.plot)
+        _say(f"wrote {args.plot}")
     return 0
 
 
@@ -130,35 +161,6 @@ def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float)
         print(render(columns, table))
     print("\n~ : naive timed on a slice of the layer (1 image, 2 filters or channels) and scaled up; "
           "seed001's naive is timed whole.")
-
-
-def _plot(records: list[dict[str, Any]], path: str, dtype: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        _say("--plot: matplotlib is not installed; no chart drawn")
-        return
-    convs = [r for r in records if r["op"] == "conv2d" and r["method"] != "naive"]
-    layers = list(dict.fromkeys(r["layer"] for r in convs))
-    methods = list(dict.fromkeys(r["method"] for r in convs))
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    for ax, key, title in ((axes[0], "fwd_gflops", "forward"), (axes[1], "fwdbwd_gflops",
-                                                                 "forward + backward")):
-        width = 0.8 / max(1, len(methods))
-        for i, m in enumerate(methods):
-            vals = [next((r[key] for r in convs if r["layer"] == la and r["method"] == m), 0)
-                    for la in layers]
-            ax.bar([j + i * width for j in range(len(layers))], vals, width, label=m)
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
-        ax.set_ylabel("GFLOP/s")
-        ax.set_title(f"conv2d {title}, {dtype}")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _say(f"wrote {path}")
 
 
 # ------------------------------------------------------------------------------------------ check
@@ -225,9 +227,11 @@ def cmd_info(args: argparse.Namespace) -> int:
               f"fork-safe: {'yes' if forksafe else 'no (use spawn or forkserver for worker processes)'}; "
               f"thread-safe: {'yes' if threadsafe else 'fastconv serializes its kernel launches'} "
               f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')})")
-        cache = numba.config.CACHE_DIR or os.path.join(os.path.dirname(_numba.__file__), "__pycache__")
-        print(f"cache dir  {cache} ({'on' if fastconv._config.CACHE else 'off: FASTCONV_CACHE=0'})")
-        print(f"cpu flags  {numba.config.CPU_FEATURES and '512-bit vectors preferred' or 'LLVM default'}")
+        from .jit import _cache
+
+        print(f"cache dir  {_cache.location().describe()}")
+        print(f"cpu flags  {numba.config.CPU_FEATURES and '512-bit vectors preferred' or 'LLVM default'}; "
+              f"register tiles sized for {_numba.target_isa()}")
     except Exception as exc:
         print(f"numba      not usable: {type(exc).__name__}: {exc}")
     print(f"threads    {fastconv.get_num_threads()}")
@@ -251,10 +255,46 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- compile
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import _precompile, _suite
+    from .jit import _cache, _numba
+
+    loc = _cache.location()
+    if not loc.enabled:
+        raise CliError(f"nothing would be kept: the disk cache is {loc.describe()}")
+    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
+    wanted = args.layers.split(",") if args.layers else None
+    for name in wanted or []:
+        if name not in names:
+            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    if args.jobs < 1:
+        raise CliError(f"--jobs must be at least 1, got {args.jobs}")
+    dtypes = [args.dtype] if args.dtype else ["float32", "float64"]
+    work = _precompile.items(dtypes, wanted)
+    _say(f"fastconv compile: {len(work)} calls ({', '.join(dtypes)}) on {args.jobs} processes, kernels for "
+         f"this CPU ({_numba.target_isa()} tiles) into {loc.describe()}")
+    t0 = time.perf_counter()
+    failed = _precompile.compile_all(work, args.jobs, _say)
+    for item, exc in failed:
+        print(f"{item}: {type(exc).__name__}: {exc}")
+    print(f"compiled for {len(work) - len(failed)} of {len(work)} calls in {time.perf_counter() - t0:.0f} s")
+    return 1 if failed else 0
+
+
 # ------------------------------------------------------------------------------------------- demo
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
+    if args.epochs < 1:
+        raise CliError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.plot:
+        _check_output_path(args.plot, "--plot")
+        from . import _chart
+
+        missing = _chart.available()
+        if missing:
+            raise CliError(missing)
     try:
         hist = demo.run(epochs=args.epochs, seed=args.seed, plot=args.plot)
     except RuntimeError as exc:
@@ -269,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fastconv: hand-written CNN layers made fast. 'bench' times every method (and PyTorch when "
         "installed), 'check' compares every method with the naive reference, 'info' describes this "
         "machine's set-up."))
+    from . import __version__
+
+    ap.add_argument("--version", action="version", version=f"fastconv {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time naive, jit, im2col (and PyTorch) on the layer suite")
     b.add_argument("--quick", action="store_true",
@@ -289,22 +332,44 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cases", type=int, default=40, help="random configurations per op (default 40)")
     c.add_argument("--seed", type=int, default=0, help="seed of the configuration grid")
     c.set_defaults(func=cmd_check)
+    k = sub.add_parser("compile", help="compile the kernels of the layer suite ahead of time, into the "
+                                       "disk cache (what bench and a first call would compile)")
+    k.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: both")
+    k.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
+    k.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
+                   help="worker processes compiling at once (default: the CPUs, at most 4)")
+    k.set_defaults(func=cmd_compile)
     i = sub.add_parser("info", help="versions, threading layer, thread count, cache, CPU features")
     i.set_defaults(func=cmd_info)
     d = sub.add_parser("demo", help="train a small CNN from fastconv.nn on scikit-learn's 8x8 digits")
     d.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     d.add_argument("--seed", type=int, default=0, help="seed of the initialization and shuffling")
-    d.add_argument("--plot", metavar="PATH", default="fastconv-demo.png",
-                   help="PNG of the loss and accuracy curves, when matplotlib is installed "
-                        "(default fastconv-demo.png; '' for none)")
+    d.add_argument("--plot", metavar="PATH", default=None,
+                   help="write a PNG of the loss and accuracy curves (needs matplotlib)")
     d.set_defaults(func=cmd_demo)
     return ap
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; an option the subcommand does not know is reported with the subcommand's usage (argparse
+    alone reports it with the top-level usage, which lists no options)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     try:
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # inside the try: a closed pipe is met here, not at exit
+        return status
+    except BrokenPipeError:  # the reader went away (fastconv info | head -1): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except CliError as exc:
         print(f"fastconv: {exc}", file=sys.stderr)
         return 2

@@ -78,6 +78,8 @@ def pool_forward(A_prev: Any, hparameters: dict, mode: str = "max",
 
 
 def pool_backward(dA: Any, cache: tuple, mode: str = "max", method: str = "auto") -> np.ndarray:
+    """Gradient of pool_forward: dA (m, n_H, n_W, n_C) and its cache give dA_prev, the shape of A_prev.
+    mode "max" sends each window's gradient to its first maximum; "average" spreads it evenly."""
     A_prev, hparameters = cache
     op = _pool(mode)
     dx = getattr(_api, f"{op}_backward")(_nchw(dA), _nchw(A_prev), hparameters["f"],

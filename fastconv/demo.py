@@ -70,9 +70,8 @@ def _plot(history: dict, path: str, log: Any) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
-        log("matplotlib is not installed: no plot")
-        return
+    except ImportError as exc:
+        raise RuntimeError("the plot needs matplotlib: pip install matplotlib") from exc
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(history["loss"]) + 1)
     a.plot(epochs, history["loss"])

@@ -32,6 +32,8 @@ def affine_forward(x: Any, w: Any, b: Any) -> tuple[np.ndarray, tuple]:
 
 
 def affine_backward(dout: Any, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of affine_forward: dout (N, M) and its cache give dx (N, d1, ..., dk), dw (D, M) and
+    db (M,)."""
     x, w, _ = cache
     dout = _float(dout, "dout")
     x2 = x.reshape(x.shape[0], -1)  # the notes used the un-reshaped x here
@@ -70,6 +72,8 @@ def dropout_forward(x: Any, dropout_param: dict) -> tuple[np.ndarray, tuple]:
 
 
 def dropout_backward(dout: Any, cache: tuple) -> np.ndarray:
+    """Gradient of dropout_forward: dout times the forward's mask (scaled by 1 / p) in 'train' mode,
+    dout unchanged (a copy) in 'test' mode."""
     dropout_param, mask = cache
     dout = _float(dout, "dout")
     return dout.copy() if mask is None else dout * mask

@@ -36,6 +36,11 @@ def _rng(rng: np.random.Generator | int | None) -> np.random.Generator:
 
 
 class Module:
+    """A layer or a network: ``forward(x)`` keeps what ``backward(dout)`` needs and returns the output;
+    ``backward`` fills its parameters' ``grad`` and returns the gradient with respect to x. ``train()`` and
+    ``eval()`` switch the training mode (dropout); ``state_dict``, ``save`` and ``load`` keep the
+    parameters in a .npz file."""
+
     training = True
 
     def forward(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
@@ -141,6 +146,8 @@ class _Pool(Module):
 
 
 class MaxPool2d(_Pool):
+    """Max pooling layer (NCHW) with the max_pool2d_forward keywords; no parameters."""
+
     op = "max_pool2d"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
@@ -149,6 +156,8 @@ class MaxPool2d(_Pool):
 
 
 class AvgPool2d(_Pool):
+    """Average pooling layer (NCHW) with the avg_pool2d_forward keywords; no parameters."""
+
     op = "avg_pool2d"
 
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
@@ -180,6 +189,8 @@ class Linear(Module):
 
 
 class ReLU(Module):
+    """max(x, 0), elementwise; its gradient passes where x > 0."""
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._x = x
         return np.maximum(x, 0)
@@ -210,6 +221,8 @@ class Dropout(Module):
 
 
 class Flatten(Module):
+    """(N, d1, ..., dk) to (N, d1 * ... * dk), and the gradient back."""
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
@@ -219,6 +232,8 @@ class Flatten(Module):
 
 
 class Sequential(Module):
+    """Layers run in order by forward and in reverse by backward; its parameters are theirs."""
+
     def __init__(self, *layers: Module):
         self.layers = list(layers)
 

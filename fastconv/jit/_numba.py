@@ -7,11 +7,8 @@ Importing this module imports numba but compiles nothing.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
-import warnings
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 if "OMP_WAIT_POLICY" not in os.environ:
@@ -24,12 +21,12 @@ import numba
 import numpy as np
 from numba import types
 from numba.core import cgutils
-from numba.core.caching import IndexDataCacheFile
 from numba.extending import intrinsic
 
 from .. import _threads
-from .._config import CACHE, FASTMATH, WIDE_VECTORS
+from .._config import FASTMATH, WIDE_VECTORS
 from . import _threading
+from ._cache import KernelCache, location, watch
 
 
 def _prefer_wide_vectors() -> None:
@@ -77,61 +74,8 @@ def target_isa() -> str:
     return "avx512" if "+avx512f" in features.split(",") else "avx2"
 
 
-def sources_hash(paths: list[Path]) -> bytes:
-    """SHA-256 over the files' names and contents, in the order given (a file that cannot be read, as in
-    a zipped install, counts by its name alone)."""
-    h = hashlib.sha256()
-    for path in paths:
-        try:
-            text = path.read_bytes()
-        except OSError:
-            text = b""
-        h.update(path.name.encode() + b"\0" + text)
-    return h.digest()
-
-
-_PACKAGE = Path(__file__).resolve().parent.parent
-# Every source a kernel's compiled code can come from: the kernels' modules, the helpers and constants
-# they take from one another (the tile records, this module's intrinsics, the shared geometry) and the
-# compile flags.
-KERNEL_SOURCES_HASH = sources_hash(sorted(_PACKAGE.glob("jit/**/*.py")) + sorted(_PACKAGE.glob("im2col/*.py"))
-                                   + [_PACKAGE / "_geometry.py", _PACKAGE / "_config.py"])
-
-
-class _KeyedCacheFile(IndexDataCacheFile):
-    """numba's index and data files, each data file also holding the key it was saved under, and a load
-    that finds another key there a miss (the kernel compiles again).
-
-    numba names a new data file by the first number its index does not use yet. Two processes compiling
-    two overloads of one function at once (two tiles of a kernel family, float32 and float64, a worker
-    pool on a cold cache) can both pick the same number: each writes its code to that file and its key
-    to the index, the last writer of each wins, and the index can then send one overload's key to the
-    other's code. The other tile's kernel reading weights packed for this one computes wrong results;
-    with this check, a lost race costs a compile instead."""
-
-    def save(self, key: Any, data: Any) -> None:
-        super().save(key, (key, data))
-
-    def load(self, key: Any) -> Any:
-        found = super().load(key)
-        if not (isinstance(found, tuple) and len(found) == 2 and found[0] == key):
-            return None
-        return found[1]
-
-
-def _stamp_cache(dispatcher: Any) -> None:
-    """numba's disk cache reloads a kernel while the hash of its own source file is unchanged, so a change
-    to a helper it inlines from another module (an intrinsic here, say) alone would load stale code. Its
-    stamp is made to cover KERNEL_SOURCES_HASH too, and its files carry their keys (_KeyedCacheFile).
-    (numba's internals: if they move, the cache stays numba's own.)"""
-    cache_file = getattr(getattr(dispatcher, "_cache", None), "_cache_file", None)
-    if type(cache_file) is IndexDataCacheFile and hasattr(cache_file, "_source_stamp"):
-        cache_file._source_stamp = (cache_file._source_stamp, KERNEL_SOURCES_HASH)
-        cache_file.__class__ = _KeyedCacheFile
-
-
 def kernel(fn: Callable[..., Any], name: str | None = None) -> Any:
-    """A parallel, NaN-safe fast-math, disk-cached numba function (cached unless FASTCONV_CACHE=0).
+    """A parallel, NaN-safe fast-math numba function, cached on disk where _cache.location() says.
 
     name: the kernel's name, for a kernel made by a function (one per tile): its disk-cache files and
     profiles carry it. numba's cache keys a closure's code by its cells' values too, so kernels made from
@@ -139,16 +83,14 @@ def kernel(fn: Callable[..., Any], name: str | None = None) -> Any:
     if name is not None:
         fn.__name__ = fn.__qualname__ = name
     opts = dict(parallel=True, fastmath=set(FASTMATH), nogil=True, error_model="numpy")
-    if CACHE:
+    dispatcher = numba.njit(**opts)(fn)
+    if location().enabled:
         try:
-            dispatcher = numba.njit(cache=True, **opts)(fn)
-        except RuntimeError as exc:  # no writable cache location for this file
-            warnings.warn(f"fastconv: compiled kernels will not be cached on disk ({exc})",
-                          RuntimeWarning, stacklevel=2)
-        else:
-            _stamp_cache(dispatcher)
-            return dispatcher
-    return numba.njit(**opts)(fn)
+            dispatcher._cache = KernelCache(dispatcher.py_func)  # what njit(cache=True) would set
+        except (RuntimeError, OSError):  # the location went away since it was chosen: compile in memory
+            pass
+    watch(dispatcher)
+    return dispatcher
 
 
 def inline(fn: Callable[..., Any]) -> Any:
