@@ -100,7 +100,7 @@ def conv2d_backward(
     padding: ConvPadding = 0,
     dilation: IntPair = 1,
     groups: int = 1,
-    method: ConvMethod = "auto",
+    method: ConvMethod | tuple[ConvMethod, ConvMethod] = "auto",
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
     """Gradients of :func:`conv2d_forward` with respect to x, w and b.
 
@@ -108,8 +108,11 @@ def conv2d_backward(
     ----------
     dout : array_like, shape (N, F, Ho, Wo)
         Upstream gradient.
-    x, w, stride, padding, dilation, groups, method
+    x, w, stride, padding, dilation, groups
         As given to the forward call.
+    method : {"auto", "naive", "jit", "im2col"} or (str, str)
+        A pair of "jit" and "im2col" takes dx from its first method and dw (and db) from its second, as
+        "auto" does where each gradient has another fastest method.
 
     Returns
     -------

@@ -131,15 +131,27 @@ def available_methods(op: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def auto_choice(op: str, geometry: Any, dtype: np.dtype, direction: str = "forward") -> str | tuple[str, str]:
+    """What method="auto" runs for this call: a method's name, or for a conv2d backward pass possibly
+    (dx's method, dw's method). fastconv.dask decides it once on the whole batch's geometry."""
+    return choose(op, geometry, dtype, _check_op(op), available_methods(op), direction)
+
+
 def resolve(op: str, method: object, geometry: Any, dtype: np.dtype,
             direction: str = "forward") -> Any:
     """The Method to call for ``method`` ("auto" or a concrete name; for auto's backward pass possibly
     a SplitBackward), raising clear errors."""
     table = _check_op(op)
     if method == "auto":
-        method = choose(op, geometry, dtype, table, available_methods(op), direction)
-        if isinstance(method, tuple):  # (dx's method, dw's), both available
-            return SplitBackward(table[method[0]], table[method[1]])
+        method = auto_choice(op, geometry, dtype, direction)
+    if isinstance(method, tuple) and op == "conv2d" and direction == "backward" and len(method) == 2:
+        dx, dw = (resolve(op, m, geometry, dtype, direction) for m in method)  # (dx's method, dw's)
+        if dx is dw:
+            return dx
+        split = [name for name, m in table.items() if all(g in m.provides for g in _GRADIENTS)]
+        if not all(m in split for m in method):
+            raise ValueError(f"a (dx, dw) method pair takes methods from {tuple(split)}, got {method!r}")
+        return SplitBackward(dx, dw)
     if not isinstance(method, str) or method not in table:
         raise ValueError(
             f"method must be 'auto' or one of {tuple(table)} for {op}, got {method!r}"

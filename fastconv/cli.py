@@ -213,7 +213,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         import llvmlite
         import numba
 
-        from .jit import _numba  # applies fastconv's numba settings
+        from .jit import _isa, _numba  # noqa: F401 (_numba applies fastconv's numba settings)
 
         print(f"numba      {numba.__version__}")
         print(f"llvmlite   {llvmlite.__version__}")
@@ -231,7 +231,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
         print(f"cache dir  {_cache.location().describe()}")
         print(f"cpu flags  {numba.config.CPU_FEATURES and '512-bit vectors preferred' or 'LLVM default'}; "
-              f"register tiles sized for {_numba.target_isa()}")
+              f"register tiles sized for {_isa.target_isa()}")
     except Exception as exc:
         print(f"numba      not usable: {type(exc).__name__}: {exc}")
     print(f"threads    {fastconv.get_num_threads()}")
@@ -258,7 +258,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import _precompile, _suite
-    from .jit import _cache, _numba
+    from .jit import _cache, _isa, _numba  # noqa: F401 (_numba applies fastconv's numba settings)
 
     loc = _cache.location()
     if not loc.enabled:
@@ -273,7 +273,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     dtypes = [args.dtype] if args.dtype else ["float32", "float64"]
     work = _precompile.items(dtypes, wanted)
     _say(f"fastconv compile: {len(work)} calls ({', '.join(dtypes)}) on {args.jobs} processes, kernels for "
-         f"this CPU ({_numba.target_isa()} tiles) into {loc.describe()}")
+         f"this CPU ({_isa.target_isa()} tiles) into {loc.describe()}")
     t0 = time.perf_counter()
     failed = _precompile.compile_all(work, args.jobs, _say)
     for item, exc in failed:
@@ -288,6 +288,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.epochs < 1:
         raise CliError(f"--epochs must be at least 1, got {args.epochs}")
+    if args.workers < 0:
+        raise CliError(f"--workers must be 0 or more, got {args.workers}")
     if args.plot:
         _check_output_path(args.plot, "--plot")
         from . import _chart
@@ -296,7 +298,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if missing:
             raise CliError(missing)
     try:
-        hist = demo.run(epochs=args.epochs, seed=args.seed, plot=args.plot)
+        hist = demo.run(epochs=args.epochs, seed=args.seed, plot=args.plot, workers=args.workers)
     except RuntimeError as exc:
         raise CliError(str(exc)) from None
     print(f"final test accuracy {hist['test_acc'][-1]:.3f} in {hist['seconds']:.1f} s")
@@ -344,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train a small CNN from fastconv.nn on scikit-learn's 8x8 digits")
     d.add_argument("--epochs", type=int, default=15, help="training epochs (default 15)")
     d.add_argument("--seed", type=int, default=0, help="seed of the initialization and shuffling")
+    d.add_argument("--workers", type=int, default=0,
+                   help="train data-parallel on a local Dask cluster of N worker processes (fastconv[dask])")
     d.add_argument("--plot", metavar="PATH", default=None,
                    help="write a PNG of the loss and accuracy curves (needs matplotlib)")
     d.set_defaults(func=cmd_demo)

@@ -220,3 +220,25 @@ def test_remembered_geometry_keeps_validation(rng):
         assert fastconv.max_pool2d_forward(x, [2, 2], method="naive").shape == (1, 1, 2, 2)
         with pytest.raises(TypeError):
             fastconv.max_pool2d_forward(x, True, method="naive")
+
+
+@pytest.mark.parametrize("pair", [("im2col", "jit"), ("jit", "im2col"), ("jit", "jit")])
+def test_backward_method_pair_takes_dx_and_dw_from_each(pair):
+    """A (dx, dw) pair, as auto chooses: dx bitwise the first method's, dw and db the second's."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 4, 9, 8))
+    w = rng.standard_normal((6, 2, 3, 3))
+    kw = dict(stride=2, padding=1, groups=2)
+    dout = rng.standard_normal(fastconv.conv2d_forward(x, w, **kw).shape)
+    dx, dw, db = fastconv.conv2d_backward(dout, x, w, method=pair, **kw)
+    np.testing.assert_array_equal(dx, fastconv.conv2d_backward(dout, x, w, method=pair[0], **kw)[0])
+    by_dw = fastconv.conv2d_backward(dout, x, w, method=pair[1], **kw)
+    np.testing.assert_array_equal(dw, by_dw[1])
+    np.testing.assert_allclose(db, by_dw[2], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("pair", [("im2col", "naive"), ("jit", "nope"), ("jit",)])
+def test_backward_method_pair_errors(pair):
+    x, w = np.ones((1, 2, 5, 5)), np.ones((2, 2, 3, 3))
+    with pytest.raises(ValueError, match="method"):
+        fastconv.conv2d_backward(np.ones((1, 2, 3, 3)), x, w, method=pair)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,9 @@ def _blocks(lang: str) -> list[str]:
 
 
 def test_python_blocks_run():
-    blocks = _blocks("python")
+    blocks = [b for b in _blocks("python") if "LocalCluster" not in b]
     assert len(blocks) >= 2
-    namespace: dict = {}
+    namespace: dict = {"__name__": "readme"}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
     # the example's comments state the shapes and dtypes: check them
@@ -63,3 +65,14 @@ def test_environment_variables_are_documented(var):
     from fastconv import _config
 
     assert var in README.read_text() and var in (_config.__doc__ or "")
+
+
+def test_dask_block_runs_as_a_script(tmp_path):
+    pytest.importorskip("distributed")
+    (block,) = [b for b in _blocks("python") if "LocalCluster" in b]
+    script = tmp_path / "readme_dask.py"
+    script.write_text(block)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    mean, shape = res.stdout.split(maxsplit=1)
+    assert abs(float(mean)) < 0.5 and shape.strip() == "(64, 64, 3, 3)"

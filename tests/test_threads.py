@@ -196,6 +196,10 @@ before = set(os.listdir("/proc/self/task"))
 import fastconv
 after = set(os.listdir("/proc/self/task"))
 lib = ctypes.CDLL(pools[0]["filepath"])
+if not hasattr(lib, "openblas_thread_timeout"):  # OpenBLAS 0.3.34 in NumPy 2.5 exports no pool entry points
+    assert not fastconv.BLAS_SLEEPS_AT_ONCE  # then fastconv says it could not restart the pool
+    print("no entry points")
+    raise SystemExit(0)
 lib.openblas_thread_timeout.restype = ctypes.c_uint
 assert fastconv.BLAS_SLEEPS_AT_ONCE
 assert lib.openblas_thread_timeout() == 4, lib.openblas_thread_timeout()
@@ -214,4 +218,4 @@ def test_openblas_pool_restarted_when_numpy_came_first():
     res = subprocess.run([sys.executable, "-c", BLAS_RESTART_PROBE], capture_output=True, text=True,
                          timeout=120, env=env)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.startswith(("restarted", "no pthreads")), res.stdout
+    assert res.stdout.startswith(("restarted", "no pthreads", "no entry points")), res.stdout

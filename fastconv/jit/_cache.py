@@ -144,19 +144,22 @@ class _KeyedCacheFile(IndexDataCacheFile):
     pool on a cold cache) can both pick the same number: each writes its code to that file and its key
     to the index, the last writer of each wins, and the index can then send one overload's key to the
     other's code. The other tile's kernel reading weights packed for this one computes wrong results;
-    with this check, a lost race costs a compile instead."""
+    with this check, a lost race costs a compile instead. The file also holds the sources' stamp: a
+    process running other sources (an upgrade while another process compiles) starts the index afresh
+    and so reuses the same numbers, and its code must not pass for this one's."""
 
     def save(self, key: Any, data: Any) -> None:
-        super().save(key, (key, data))
+        super().save(key, (key, self._source_stamp, data))
 
     def load(self, key: Any) -> Any:
         try:
             found = super().load(key)
         except OSError:  # an unreadable file: a miss
             return None
-        if not (isinstance(found, tuple) and len(found) == 2 and found[0] == key):
+        if not (isinstance(found, tuple) and len(found) == 3 and found[0] == key
+                and found[1] == self._source_stamp):
             return None
-        return found[1]
+        return found[2]
 
 
 class _Files:
@@ -224,7 +227,7 @@ _noted = threading.Event()
 
 
 def _note() -> str:
-    from ._numba import target_isa
+    from ._isa import target_isa
 
     try:
         import llvmlite.binding as llvm

@@ -21,7 +21,7 @@ dw_chans   output channels                                 input channels (the v
 dtype and ISA, where neither pads (docs/jit-conv.md has the measurements); the pickers weigh padding
 against it. ``variants`` names the kernels generated for the tile (see each family's kernel module).
 
-``isa`` is the register file a tile is sized for (``_numba.target_isa``): "avx512", 32 registers of 64
+``isa`` is the register file a tile is sized for (``_isa.target_isa``): "avx512", 32 registers of 64
 bytes, or "avx2", 16 of 32 bytes, where an AVX-512 tile's accumulators would spill (16 x 16 float32
 sums are 32 registers of 32 bytes). A picker takes the records of the target's ISA, and a family or
 channel range that has none for it takes the "avx512" records. Every record compiles and runs on any x86
@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._numba import target_isa
+from .._isa import target_isa
 
 ACC = 512  # stack elements of the largest forward-style tile (tests check every record fits)
 QB = 16  # taps per dw_taps tile
