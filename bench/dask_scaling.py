@@ -54,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--what", choices=("forward", "training", "both"), default="both")
     ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--chunk", type=int, default=32)
+    ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--steps-batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--scheduler", default=None,
@@ -93,8 +93,13 @@ def main() -> None:
     def cluster(client: Client, label: str) -> None:
         fd.configure_workers(client)
         if args.what in ("forward", "both"):
-            xd = client.persist(da.from_array(x, chunks=(args.chunk, -1, -1, -1)))
-            wait(xd)
+            # the batch held on the workers, as a data set would be: chunks scattered round robin (the
+            # scheduler alone placed 5 of 8 on one worker, which then did 5/8 of the work)
+            workers = sorted(client.scheduler_info()["workers"])
+            blocks = [x[i:i + args.chunk] for i in range(0, len(x), args.chunk)]
+            futures = [client.scatter(b, workers=[workers[i % len(workers)]]) for i, b in enumerate(blocks)]
+            xd = da.concatenate([da.from_delayed(f, shape=b.shape, dtype=b.dtype)
+                                 for f, b in zip(futures, blocks)])
             out = fd.conv2d_forward(xd, w, padding=1)
             wait(client.persist(out))  # warm: compile or load the kernels on every worker
             for _ in range(args.rounds):

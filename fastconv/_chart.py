@@ -19,6 +19,11 @@ def available() -> str | None:
     return None
 
 
+# one colour per method in every panel
+_COLORS = {"naive": "tab:gray", "jit": "tab:blue", "im2col": "tab:orange", "auto": "tab:green",
+           "pytorch": "tab:red"}
+
+
 def _bars(ax: Any, records: list[dict[str, Any]], value: Any) -> None:
     """Grouped bars: one group per layer, one bar per method (PyTorch last, hatched)."""
     layers = list(dict.fromkeys(r["layer"] for r in records))
@@ -29,10 +34,10 @@ def _bars(ax: Any, records: list[dict[str, Any]], value: Any) -> None:
     for i, m in enumerate(methods):
         vals = [next((value(r) for r in records if r["layer"] == la and r["method"] == m), 0.0)
                 for la in layers]
-        ax.bar([j + i * width for j in range(len(layers))], vals, width, label=m,
+        ax.bar([j + i * width for j in range(len(layers))], vals, width, label=m, color=_COLORS.get(m),
                hatch="//" if m == "pytorch" else None, edgecolor="black" if m == "pytorch" else None)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(layers))], layers)
-    ax.set_xlabel("layer (shapes: fastconv bench --help, or README)")
+    ax.set_xlabel("suite layer (shapes: README, 'The layer suite')")
 
 
 def draw(result: dict[str, Any], path: str) -> None:
@@ -63,7 +68,7 @@ def draw(result: dict[str, Any], path: str) -> None:
                 ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="np.copyto of the input")
                 ax.set_ylabel("time in copies of the input (lower is better)")
             ax.set_title(f"{op} {title}, {dtype}")
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=7, loc="best", framealpha=0.8)
     m = result.get("machine", {})
     peer = f"; PyTorch {result['torch']} in its own process" if result.get("torch") else ""
     fig.suptitle(f"fastconv {result.get('version', '')} on {m.get('cpu', '?')} "

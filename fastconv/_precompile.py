@@ -68,10 +68,18 @@ def run_item(item: Item) -> float:
 
 def run(work: list[Item], jobs: int) -> Iterator[tuple[Item, float | BaseException]]:
     """Run the items on `jobs` worker processes; yield each (item, seconds or its exception) as it ends."""
-    os.environ["FASTCONV_QUIET"] = "1"  # the workers' compile notes; the command says it once
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_item, item): item for item in work}
+    before = os.environ.get("FASTCONV_QUIET")
+    os.environ["FASTCONV_QUIET"] = "1"  # no compile note from each worker: the command says what it does
+    try:
+        pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx)
+        futures = {pool.submit(run_item, item): item for item in work}  # the workers start here
+    finally:
+        if before is None:
+            del os.environ["FASTCONV_QUIET"]
+        else:
+            os.environ["FASTCONV_QUIET"] = before
+    with pool:
         for fut in as_completed(futures):
             exc = fut.exception()
             yield futures[fut], exc if exc is not None else fut.result()
