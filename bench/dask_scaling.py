@@ -122,7 +122,7 @@ def main() -> None:
     else:
         for n in (1, 2):
             with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as lc, Client(lc) as client:
+                              dashboard_address=":0") as lc, Client(lc) as client:
                 cluster(client, f"{n} worker process(es) x 1 thread")
     print(f"fastconv {fastconv.__version__}; medians of {args.rounds} rounds")
     for name, ts in times.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -31,9 +32,14 @@ def run(epochs: int = 15, batch: int = 32, lr: float = 0.05, seed: int = 0, plot
             from distributed import Client, LocalCluster
         except ImportError as exc:
             raise RuntimeError("--workers needs dask.distributed: pip install 'fastconv[dask]'") from exc
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None) as cluster, Client(cluster) as client:
-            return _run(epochs, batch, lr, seed, plot, log, client)
+        environ = dict(os.environ)  # LocalCluster sets OMP/MKL/OPENBLAS_NUM_THREADS=1 here, for its workers
+        try:
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=":0") as cluster, Client(cluster) as client:
+                return _run(epochs, batch, lr, seed, plot, log, client)
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
     return _run(epochs, batch, lr, seed, plot, log, None)
 
 

@@ -23,9 +23,17 @@ TOL = {np.float32: 2e-5, np.float64: 1e-12}
 
 @pytest.fixture(scope="module")
 def client():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as c:
-        yield c
+    """The cluster, on a free port; the environment restored afterwards (LocalCluster sets
+    OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process's environment for its workers, which every later
+    subprocess of the test run would inherit)."""
+    environ = dict(os.environ)
+    try:
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                      dashboard_address=":0") as cluster, distributed.Client(cluster) as c:
+            yield c
+    finally:
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def _close(got, ref, dtype):
@@ -152,10 +160,14 @@ def test_data_parallel_steps_equal_single_process_training(client):
         trainer.step(x, y[:3])
 
 
-def test_demo_trains_on_workers():
+def test_demo_trains_on_workers(client):
+    """(With the module's cluster running: the demo's own cluster takes another port.) The demo leaves
+    the environment as it found it."""
     pytest.importorskip("sklearn")
     from fastconv import demo
 
+    environ = dict(os.environ)
     lines: list[str] = []
     hist = demo.run(epochs=2, log=lines.append, workers=2)
     assert "on 2 Dask workers" in lines[0] and hist["test_acc"][-1] > 0.9
+    assert dict(os.environ) == environ

@@ -216,28 +216,45 @@ def test_compile_note_once_when_compiling_not_when_loading(tmp_path):
 
 def test_read_only_install_reads_its_own_cache_then_the_users(tmp_path):
     """An install whose directory cannot be written (as for most users of a shared environment): kernels
-    precompiled into it are loaded from it; the others compile into the user's cache directory, which
-    `fastconv info` names. (Run as root, the test cannot take write access away: it tells fastconv's
-    probe that the install is read-only.)"""
+    precompiled into it are loaded from it; a kernel it does not hold compiles into the user's cache
+    directory, which `fastconv info` names. (Run as root, the test cannot take write access away: it
+    tells fastconv's probe that the install is read-only. The kernel the install cannot hold is one
+    defined outside it, in this test's folder.)"""
     warm = _run(CACHE_PROBE, {"NUMBA_CACHE_DIR": "", "FASTCONV_CACHE_DIR": ""})  # in the install's cache
     assert warm.returncode == 0, warm.stderr
+    (tmp_path / "mod").mkdir()
+    (tmp_path / "mod" / "probe_kernels.py").write_text(textwrap.dedent("""
+        from numba import prange
+        from fastconv.jit._numba import kernel
+
+        @kernel
+        def probe_double(a, out):
+            for i in prange(a.shape[0]):
+                out[i] = 2 * a[i]
+    """))
     read_only = """
+        import sys
         import fastconv.jit._cache as c
         writable = c._writable
         c._writable = lambda path: not str(path).startswith(str(c._PACKAGE)) and writable(path)
     """
-    env = {"NUMBA_CACHE_DIR": "", "FASTCONV_CACHE_DIR": "", "XDG_CACHE_HOME": str(tmp_path)}
+    env = {"NUMBA_CACHE_DIR": "", "FASTCONV_CACHE_DIR": "", "XDG_CACHE_HOME": str(tmp_path / "home"),
+           "PYTHONPATH": str(tmp_path / "mod")}
     res = _run(textwrap.dedent(read_only) + textwrap.dedent(CACHE_PROBE) + textwrap.dedent("""
-        fastconv.avg_pool2d_forward(x.astype(np.float64), 3, method="jit")  # not precompiled, say
+        from probe_kernels import probe_double
+        out = np.empty(5)
+        probe_double(np.arange(5.0), out)
+        assert out.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
         from fastconv.jit._cache import location
         print(location().describe())
     """), env)
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == "1 0"  # the max-pool kernel: loaded from the install's cache
-    assert str(tmp_path / "fastconv") in lines[1] and "read-only" in lines[1]
-    assert list((tmp_path / "fastconv").rglob("*.nbi"))  # the others went to the user's directory
-    assert not list((tmp_path / "fastconv").rglob("*_max_fwd*"))
+    user = tmp_path / "home" / "fastconv"
+    assert str(user) in lines[1] and "read-only" in lines[1]
+    assert [p.name for p in user.rglob("*.nbi")] == [next(user.rglob("*probe_double*.nbi")).name]
+
 
 
 def test_nothing_compiles_at_import():

@@ -214,8 +214,9 @@ class KernelCache(FunctionCache):
         stamp = (self._impl.locator.get_source_stamp(), KERNEL_SOURCES_HASH)
         base = self._impl.filename_base
         read_only = []
-        if location().read_only_tree:
-            tree = os.path.join(os.path.dirname(self._impl.locator._py_file), "__pycache__")
+        py_file = Path(self._impl.locator._py_file).resolve()
+        if location().read_only_tree and _PACKAGE in py_file.parents:
+            tree = os.path.join(os.path.dirname(py_file), "__pycache__")
             read_only.append(_KeyedCacheFile(cache_path=tree, filename_base=base, source_stamp=stamp))
         self._cache_file = _Files(_KeyedCacheFile(cache_path=self._cache_path, filename_base=base,
                                                   source_stamp=stamp), read_only)
