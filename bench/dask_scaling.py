@@ -57,6 +57,9 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--steps-batch", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--worker-numba-threads", action="store_true",
+                    help="start the LocalCluster workers with NUMBA_NUM_THREADS=1 (numba's pool sized to "
+                         "the worker instead of the machine)")
     ap.add_argument("--scheduler", default=None,
                     help="address of a running scheduler (default: LocalClusters)")
     args = ap.parse_args()
@@ -121,7 +124,8 @@ def main() -> None:
             cluster(client, f"{len(client.scheduler_info()['workers'])} workers at {args.scheduler}")
     else:
         for n in (1, 2):
-            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+            env = {"NUMBA_NUM_THREADS": "1"} if args.worker_numba_threads else {}
+            with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, env=env,
                               dashboard_address=":0") as lc, Client(lc) as client:
                 cluster(client, f"{n} worker process(es) x 1 thread")
     print(f"fastconv {fastconv.__version__}; medians of {args.rounds} rounds")
