@@ -19,6 +19,18 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _suite_layers(option: str) -> list[str]:
+    """The layer names of a --layers value (all of the suite's when empty), each checked."""
+    from . import _suite
+
+    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
+    wanted = option.split(",") if option else names
+    for name in wanted:
+        if name not in names:
+            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    return wanted
+
+
 def _check_output_path(path: str, option: str) -> None:
     """Refuse an output path that cannot be written before any work is done."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -52,11 +64,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for op in ops:
         if op not in OPS:
             raise CliError(f"--ops: unknown op {op!r} ({', '.join(OPS)})")
-    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
-    wanted = args.layers.split(",") if args.layers else names
-    for name in wanted:
-        if name not in names:
-            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    wanted = _suite_layers(args.layers)
     conv_layers = [layer for layer in _suite.CONV_LAYERS if layer.name in wanted]
     pool_layers = [layer for layer in _suite.POOL_LAYERS if layer.name in wanted]
     for op in ops:
@@ -257,17 +265,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------- compile
 def cmd_compile(args: argparse.Namespace) -> int:
-    from . import _precompile, _suite
+    from . import _precompile
     from .jit import _cache, _isa, _numba  # noqa: F401 (_numba applies fastconv's numba settings)
 
     loc = _cache.location()
     if not loc.enabled:
         raise CliError(f"nothing would be kept: the disk cache is {loc.describe()}")
-    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
-    wanted = args.layers.split(",") if args.layers else None
-    for name in wanted or []:
-        if name not in names:
-            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    wanted = _suite_layers(args.layers)
     if args.jobs < 1:
         raise CliError(f"--jobs must be at least 1, got {args.jobs}")
     dtypes = [args.dtype] if args.dtype else ["float32", "float64"]

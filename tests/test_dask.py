@@ -171,3 +171,16 @@ def test_demo_trains_on_workers(client):
     hist = demo.run(epochs=2, log=lines.append, workers=2)
     assert "on 2 Dask workers" in lines[0] and hist["test_acc"][-1] > 0.9
     assert dict(os.environ) == environ
+
+
+def test_auto_decides_on_the_dtype_the_call_computes_in(client):
+    """float32 x and w with a float64 bias compute in float64 (the NCHW rule): the chunks run auto's
+    float64 choice and equal the single-process result bitwise."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((6, 16, 12, 12)).astype(np.float32)
+    w = rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(16)
+    out = fd.conv2d_forward(da.from_array(x, chunks=(2, -1, -1, -1)), w, b, padding=1)
+    ref = fastconv.conv2d_forward(x, w, b, padding=1)
+    assert out.dtype == ref.dtype == np.float64
+    np.testing.assert_array_equal(out.compute(), ref)

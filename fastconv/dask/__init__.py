@@ -78,12 +78,13 @@ def _tree_sum(parts: list[Any]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------- conv2d
-def _conv_method(x: da.Array, w: np.ndarray, kw: dict[str, Any], method: Any, direction: str) -> Any:
+def _conv_method(x: da.Array, w: np.ndarray, kw: dict[str, Any], method: Any, direction: str,
+                 dtype: np.dtype) -> Any:
+    """What the chunks run: method, or auto's choice for the whole batch. dtype: the compute dtype, as
+    the NCHW function gave it for the zero-image batch (its conversion rules, b included)."""
     if method != "auto":
         return method
     g = conv_geometry(x.shape, w.shape, kw["stride"], kw["padding"], kw["dilation"], kw["groups"])
-    dtype = np.result_type(x.dtype, w.dtype)
-    dtype = np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
     return _registry.auto_choice("conv2d", g, dtype, direction)
 
 
@@ -102,7 +103,7 @@ def conv2d_forward(x: Any, w: Any, b: Any = None, *, stride: IntPair = 1, paddin
     b = None if b is None else np.asarray(b)
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     meta = _api.conv2d_forward(_empty(x), w, b, method=method, **kw)
-    chosen = _conv_method(x, w, kw, method, "forward")
+    chosen = _conv_method(x, w, kw, method, "forward", meta.dtype)
     wd, bd = dask.delayed(w, pure=True), dask.delayed(b, pure=True)
     return x.map_blocks(_conv_forward_block, wd, bd, kw, chosen, dtype=meta.dtype,
                         chunks=(x.chunks[0], *meta.shape[1:]), meta=meta)
@@ -124,7 +125,7 @@ def conv2d_backward(dout: Any, x: Any, w: Any, *, stride: IntPair = 1, padding: 
     w = np.asarray(w)
     kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     dx0, dw0, db0 = _api.conv2d_backward(_empty(dout), _empty(x), w, method=method, **kw)
-    chosen = _conv_method(x, w, kw, method, "backward")
+    chosen = _conv_method(x, w, kw, method, "backward", dx0.dtype)
     wd = dask.delayed(w, pure=True)
     parts = [dask.delayed(_conv_backward_block, nout=3)(d, xb, wd, kw, chosen)
              for d, xb in zip(dout.to_delayed().ravel(), x.to_delayed().ravel())]
