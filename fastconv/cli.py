@@ -145,7 +145,7 @@ def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float)
         conv = op == "conv2d"
         columns = [("layer", "<"), ("method", "<"), ("fwd ms", ">")]
         columns += [("GFLOP/s", ">"), ("%GEMM", ">")] if conv else [("x copy", ">")]
-        columns += [("fwd+bwd ms", ">")] + ([("GFLOP/s", ">")] if conv else [])
+        columns += [("fwd+bwd ms", ">")] + ([("GFLOP/s", ">")] if conv else [("x copy", ">")])
         columns += [("vs naive", ">"), ("vs pytorch", ">"), ("(fwd+bwd)", ">"), ("compile s", ">")]
         table = []
         for layer in dict.fromkeys(r["layer"] for r in rows):
@@ -163,7 +163,8 @@ def _print_tables(records: list[dict[str, Any]], ops: list[str], ceiling: float)
                     cells += [f"{r['fwd_gflops']:.1f}", f"{100 * r['fwd_gflops'] / ceiling:.0f}%"]
                 else:
                     cells += [_ratio(r["fwd_s"], r.get("copy_s"))]
-                cells += [_fmt_ms(r["fwdbwd_s"])] + ([f"{r['fwdbwd_gflops']:.1f}"] if conv else [])
+                cells += [_fmt_ms(r["fwdbwd_s"])] + ([f"{r['fwdbwd_gflops']:.1f}"] if conv
+                                                     else [_ratio(r["fwdbwd_s"], r.get("copy_s"))])
                 cells += [vs_naive, vs_t, vs_tb, f"{r['compile_s']:.2f}"]
                 table.append([c.strip() for c in cells])
         print(render(columns, table))

@@ -80,6 +80,11 @@ POOL_CASES = [
     # window reaches, here a last row and column (2x2) and two of each (3x3); results start as NaN
     ((2, 2, 7, 9), dict(kernel_size=2), "both"),
     ((1, 2, 8, 11), dict(kernel_size=3), "both"),
+    # rows long enough for the vector loops' bodies and remainders (the jit kernels fold whole rows, and
+    # the max backward a whole plane, in one loop)
+    ((1, 2, 5, 75), dict(kernel_size=3, stride=1, padding=1), "both"),
+    ((2, 3, 12, 70), dict(kernel_size=3, stride=2, padding=1), "both"),
+    ((1, 2, 9, 68), dict(kernel_size=2, stride=3, dilation=2), "max"),
 ]
 
 

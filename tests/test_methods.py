@@ -87,6 +87,25 @@ def test_pool_method_matches_naive(op, method, shape, kw, values, dtype, rng):
     assert_close(bwd(dout, x, method=method, **kw), bwd(dout, x, method="naive", **kw), dtype, "dx")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("method", fast_methods("max_pool2d"))
+def test_max_pool_windows_of_minus_inf_and_nan(method, dtype):
+    """Windows whose in-bounds elements are all -inf send the gradient to their first in-bounds element
+    (PyTorch's initial index), also beside the padding and where a NaN or a finite value sits in a
+    neighbouring window; of several NaNs the last one takes it."""
+    x = np.full((2, 2, 7, 40), -np.inf, dtype)
+    x[0, 0, 3, 5] = 1.0
+    x[0, 1, 2, 7] = x[0, 1, 2, 8] = x[0, 1, 3, 7] = np.nan
+    x[1, 0, :, 20:] = 2.0
+    x[1, 1, ::3, ::5] = np.nan
+    kw = dict(kernel_size=3, stride=2, padding=1)
+    dout = np.arange(1, 2 * 2 * 4 * 20 + 1, dtype=dtype).reshape(2, 2, 4, 20)
+    expected = fastconv.max_pool2d_forward(x, method="naive", **kw)
+    assert_close(fastconv.max_pool2d_forward(x, method=method, **kw), expected, dtype, "out")
+    ref = fastconv.max_pool2d_backward(dout, x, method="naive", **kw)
+    np.testing.assert_array_equal(fastconv.max_pool2d_backward(dout, x, method=method, **kw), ref)
+
+
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_auto_choices(direction, dtype):

@@ -67,6 +67,13 @@ def inline(fn: Callable[..., Any]) -> Any:
     return numba.njit(inline="always", fastmath=set(FASTMATH), error_model="numpy")(fn)
 
 
+def helper(fn: Callable[..., Any]) -> Any:
+    """A serial function the kernels call, compiled once per signature and shared by every kernel that
+    calls it (an inline helper is compiled again into each caller: slower to compile, for code that
+    needs its constant arguments folded)."""
+    return numba.njit(fastmath=set(FASTMATH), error_model="numpy", nogil=True)(fn)
+
+
 def launch(fn: Any, *args: Any) -> Any:
     """Call a parallel kernel with fastconv's thread count, safely under numba's threading layer (see
     _threading: serialized where the layer is not thread-safe, an error instead of a killed forked child
