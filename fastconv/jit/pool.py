@@ -2,16 +2,17 @@
 
 Each parallel task owns one (n, c) plane of the output and of dx, so no two threads ever write the same
 element and overlapping windows accumulate in a fixed order: results are bitwise the same for any thread
-count. A plane is worked on in rows held in a thread's scratch, so the input plane is read from memory
-once and the output once written; everything else stays in the cache. The windows are separable:
+count. A plane is read from memory once and the output or dx written once; everything between stays in a
+thread's scratch, in the cache. The windows are separable:
 
-- forward, per output row: the window's rows are folded into one row (contiguous, vectorized), which is
-  kept in a padded row buffer (-inf or 0 beyond the input's columns); then the columns of each window are
-  folded from that buffer at the column stride (constant for strides 1 and 2, so LLVM vectorizes it).
-- max backward: each input row's windows are folded column-wise first, keeping the tap of the maximum,
-  then the rows of each window are folded (keeping the row), and dout is added at that one element.
-  Rows first, then columns, finds exactly the element PyTorch's row-major scan finds (below).
-- average backward: each output row's shares are spread over a padded row (column taps), which is then
+- forward, per output row: the window's rows are folded into one row (contiguous, vectorized), kept in a
+  padded row buffer (-inf or 0 beyond the input's columns); then each window's columns are folded from
+  that buffer at the column stride (a constant for strides 1 and 2, so that LLVM vectorizes it).
+- max backward, over a whole plane per pass (PoolPlan's layout): each window's columns are folded first,
+  keeping the tap of the maximum, then its rows (keeping the row), and dout is added at that one element.
+  Columns first, then rows, finds exactly the element PyTorch's row-major scan finds (below); rows first
+  would not, on ties.
+- average backward, per output row: the shares are spread over a padded row (column taps), which is then
   added to every input row of the window.
 
 Max-pool follows PyTorch's CPU kernel exactly: the running maximum starts at -inf with the window's first
@@ -22,12 +23,12 @@ the running maximum exactly when the row-major scan would have moved into it, an
 that row is the row's own first maximum (or last NaN). A window whose in-bounds elements are all -inf
 ends the fold without a tap and takes its first in-bounds element, as PyTorch's initial index does.
 
-Every loop writes an array it does not read in that loop (folds alternate between two scratch rows). A
-loop of the form ``d[j] = v if v > d[j] else d[j]`` is turned by LLVM into a masked store (vmaskmov),
-which AMD CPUs microcode: written that way the pools ran at about 1 ns an element in the cache.
+Measured choices are in docs/pools.md; the rules the loops keep for LLVM to vectorize them are below,
+after the geometry tables.
 """
-
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 from numba import prange
@@ -39,10 +40,10 @@ from ._numba import claims_next, claims_start, counter, helper, inline, kernel, 
 
 MAX, SUM = 0, 1  # the fold of the forward pass: PyTorch's max rule, or a sum
 
-# Rows of a thread's scratch (a 2-D array of padded-row width, allocated per thread so that no two
-# threads share its reference count): the padded row, two fold rows (maximum or sum), two tap rows and
-# the row of each window's tap (max backward).
-PAD, FOLD, TAPS, WIN = 0, 1, 3, 5
+# Rows of the forward's and the average backward's scratch S (a 2-D array of padded-row width, allocated
+# by each thread so that no two threads share its reference count): the padded row, then two fold rows
+# (maxima or sums) that the folds alternate between.
+PAD, FOLD = 0, 1
 
 
 def _row_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.ndarray:
@@ -54,18 +55,14 @@ def _row_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.nd
     return np.stack([first, np.maximum(end, first)]).astype(np.intp)
 
 
-def _first_cols(g: PoolGeometry) -> np.ndarray:
-    """(Wo,): the first in-bounds column tap of each output column's window, or -1 if none."""
-    cols = _row_taps(g.W, g.KW, g.sw, g.pw, g.dw, g.Wo)
-    return np.where(cols[0] < cols[1], cols[0], -1).astype(np.intp)
-
-
 def _padded_width(g: PoolGeometry) -> int:
     """Columns of a padded row: the left padding, the input, and every column a window reaches."""
     return max(g.pw + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1)
 
 
-# Indexing rules the loops below keep, for LLVM to vectorize them:
+# Rules the loops below keep, for LLVM to vectorize them (measured on an AMD Zen 1; docs/pools.md):
+# - every loop writes an array row it does not read in that loop: ``d[j] = v if v > d[j] else d[j]``
+#   becomes a masked store (vmaskmov), which AMD CPUs microcode (1.5 ns an element);
 # - no array views inside the row loops: a view updates the reference count of its parent's memory
 #   (an atomic add, contended when both threads slice the same input), about 20-100 ns each;
 # - column offsets are max(..., 0), so that LLVM knows an index is not negative and drops numba's
@@ -201,24 +198,75 @@ def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, rtaps, width, divisor, ctr):
                             rtaps, divisor)
 
 
-# The max backward's column taps run over a whole plane at once: the plane is copied into a padded plane
-# P whose rows are Wq*sw long, where Wq >= Wo is the number of windows a padded row holds, so window j of
-# row r starts at P[(r*Wq + j)*sw] and one loop of H*Wq iterations covers every row (loops of one row,
-# 16-28 windows, are too short for LLVM's vector loop, which takes 32 elements a step, and ran scalar).
-# T's rows: two fold rows of maxima, two of taps, then each (row, window)'s maximum and tap.
-TM, TK, HM, HK = 0, 2, 4, 5
+# The max backward works on a whole plane in one loop per pass (see PoolPlan); its fold scratch T has
+# these rows, each L long: two rows of maxima and two of taps that the folds alternate between, each
+# window's column fold (maximum and tap), and each output window's tap.
+T_M, T_K, T_HM, T_HK, T_WIN = 0, 2, 4, 5, 6
+T_ROWS = 7
 
 
-def _plane_windows(g: PoolGeometry) -> int:
-    """Wq: windows in a padded row of the max backward's plane layout (>= Wo; the rest are not used)."""
-    reach = max(g.pw + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1)
-    return -(-reach // g.sw)
+class PoolPlan(NamedTuple):
+    """The plane layout of one pooling geometry.
+
+    The padded plane P holds the input with its padding (-inf for max, 0 for average) in rows Wq * sw
+    long, Wq >= Wo being the windows a row holds, so window j of padded row t starts at P[(t*Wq + j)*sw]
+    and one loop of L iterations folds the columns of every window of every row. The rows are stored by
+    phase: padded row r' = r + ph at slot (r' % sh) * ns + r' // sh. Then tap a of output row i, padded
+    row i*sh + a*dh, is at slot row_at[a] / Wq + i, and one loop of Lo = Ho * Wq iterations folds tap a of
+    every window: the column folds of window (i, j) for tap a are at row_at[a] + i*Wq + j.
+    """
+
+    Wq: int  # windows per padded row (>= Wo; the others are computed and never used)
+    L: int  # windows in the padded plane: sh * ns * Wq
+    Lo: int  # output windows in the padded layout: Ho * Wq
+    plane_len: int  # elements of P, with a row of slack for the taps of the last row's unused windows
+    plane_row: np.ndarray  # (H,): where input row r starts in P (its column 0), or -1 if no window reads it
+    row_at: np.ndarray  # (KH,): where tap a's column folds of output row 0 start in T's rows
+    first_tap: np.ndarray  # (Ho,): the first in-bounds row tap of each output row's windows
+    first_col: np.ndarray  # (Wo,): the first in-bounds column tap of each output column's windows, or -1
+    tap_at: np.ndarray  # (KH*KW,): tap k's offset from its window's tap 0 in the flat input plane
+
+
+def _first_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.ndarray:
+    """(out_size,): for each output position along one axis, the first tap of its window that falls inside
+    the input (tap t reads input index o*s + t*d - p), or -1 if none does."""
+    base = np.arange(out_size) * s - p
+    first = np.maximum(-(base // d), 0)  # ceil(-base / d): the first tap at index >= 0
+    inside = (first < k) & (base + first * d < size)
+    return np.where(inside, first, -1).astype(np.intp)
+
+
+def _pool_plan(g: PoolGeometry) -> PoolPlan:
+    Wq = -(-max(g.pw + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1) // g.sw)
+    Hp = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1  # padded rows the windows reach
+    ns = -(-Hp // g.sh)  # slots per row phase
+    r = np.arange(g.H) + g.ph
+    plane_row = np.where(r < Hp, ((r % g.sh) * ns + r // g.sh) * Wq * g.sw + g.pw, -1)
+    a = np.arange(g.KH) * g.dh
+    row_at = ((a % g.sh) * ns + a // g.sh) * Wq
+    tap_at = np.add.outer(np.arange(g.KH) * g.dh * g.W, np.arange(g.KW) * g.dw).ravel()
+    return PoolPlan(Wq, g.sh * ns * Wq, g.Ho * Wq, (g.sh * ns + 1) * Wq * g.sw,
+                    plane_row.astype(np.intp), row_at.astype(np.intp),
+                    _first_taps(g.H, g.KH, g.sh, g.ph, g.dh, g.Ho),
+                    _first_taps(g.W, g.KW, g.sw, g.pw, g.dw, g.Wo), tap_at.astype(np.intp))
+
+
+@inline
+def _load_plane(xp, P, plane_row):
+    """Copy the input plane's rows into the padded plane (rows no window reads are left out)."""
+    H, W = xp.shape
+    for r in range(H):
+        if plane_row[r] >= 0:
+            at = max(plane_row[r], 0)
+            for w in range(W):
+                P[at + w] = xp[r, w]
 
 
 @inline
 def _tap_first(P, T, dm, dk, n, sw):
-    """Tap 0 of every window: T[dm, q] = P[q*sw], T[dk, q] = tap 0, or no tap (-1) if it is -inf
-    (PyTorch's rule from a running maximum of -inf)."""
+    """Tap 0 of every window's columns: (T[dm], T[dk])[q] = (P[q*sw], tap 0), or no tap (-1) if that is
+    -inf (PyTorch's rule from a running maximum of -inf). Taps are kept in x's dtype, so that every array
+    in the loops has one lane width."""
     zero, none = T.dtype.type(0), T.dtype.type(-1)
     for q in range(n):
         v = P[q * sw]
@@ -227,9 +275,9 @@ def _tap_first(P, T, dm, dk, n, sw):
 
 
 @inline
-def _tap_next(P, T, pm, pk, dm, dk, off, e, n, sw):
-    """Tap e: (T[dm], T[dk])[q] = the running (maximum, tap) (T[pm], T[pk])[q] with P[q*sw + off] folded in
-    by PyTorch's rule."""
+def _tap_next(P, T, pm, pk, dm, dk, n, off, e, sw):
+    """Column tap e: (T[dm], T[dk])[q] = the running (maximum, tap) (T[pm], T[pk])[q] with P[q*sw + off]
+    folded in by PyTorch's rule."""
     te = T.dtype.type(e)
     for q in range(n):
         v, m, k = P[q * sw + off], T[pm, q], T[pk, q]
@@ -239,13 +287,13 @@ def _tap_next(P, T, pm, pk, dm, dk, off, e, n, sw):
 
 
 @inline
-def _row_argmax(P, T, n, sw, dw, KW):
-    """T[HM, q], T[HK, q]: the maximum of the taps P[q*sw + e*dw] of window q (in row order) and its tap e
-    (in x's dtype, so every array in the loops has one lane width; -1 if every element is -inf)."""
+def _cols_argmax(P, T, n, sw, dw, KW):
+    """(T[T_HM], T[T_HK])[q]: the maximum of window q's column taps P[q*sw + e*dw] and its tap e (-1 if every
+    one is -inf). The steps between alternate between rows T_M, T_M+1 (maxima) and T_K, T_K+1 (taps)."""
     for e in range(KW):
         last = e == KW - 1
-        dm, dk = (HM, HK) if last else (TM + e % 2, TK + e % 2)
-        pm, pk, off = TM + (e - 1) % 2, TK + (e - 1) % 2, max(e * dw, 0)
+        dm, dk = (T_HM, T_HK) if last else (T_M + e % 2, T_K + e % 2)
+        pm, pk, off = T_M + (e + 1) % 2, T_K + (e + 1) % 2, max(e * dw, 0)
         if e == 0:
             if sw == 1:
                 _tap_first(P, T, dm, dk, n, 1)
@@ -254,83 +302,76 @@ def _row_argmax(P, T, n, sw, dw, KW):
             else:
                 _tap_first(P, T, dm, dk, n, sw)
         elif sw == 1:
-            _tap_next(P, T, pm, pk, dm, dk, off, e, n, 1)
+            _tap_next(P, T, pm, pk, dm, dk, n, off, e, 1)
         elif sw == 2:
-            _tap_next(P, T, pm, pk, dm, dk, off, e, n, 2)
+            _tap_next(P, T, pm, pk, dm, dk, n, off, e, 2)
         else:
-            _tap_next(P, T, pm, pk, dm, dk, off, e, n, sw)
+            _tap_next(P, T, pm, pk, dm, dk, n, off, e, sw)
 
 
 @inline
-def _window_argmax(T, S, Wq, base, dh, a0, a1, KW, n):
-    """S[WIN, j]: the tap a*KW + e of window j's maximum over its rows base + a*dh, a in [a0, a1), from the
-    rows' own (maximum, column tap) in T; -1 where no row holds one."""
-    if a1 <= a0:
-        for j in range(n):
-            S[WIN, j] = -1
-    for s in range(a1 - a0):
-        a = a0 + s
-        at = max((base + a * dh) * Wq, 0)
-        shift = S.dtype.type(a * KW)
-        dm, dk = FOLD + s % 2, (WIN if s == a1 - a0 - 1 else TAPS + s % 2)
-        if s == 0:
-            for j in range(n):
-                k, v = T[HK, at + j], T[HM, at + j]
-                S[dm, j] = v
-                S[dk, j] = k + shift if k >= 0 else k
+def _rows_argmax(T, n, row_at, KH, KW):
+    """T[T_WIN, q]: the tap a*KW + e of output window q's maximum over its row taps a, from each row's
+    (maximum, column tap) in T[T_HM], T[T_HK] at row_at[a] + q; -1 where no row holds one."""
+    for a in range(KH):
+        ra, shift = max(row_at[a], 0), T.dtype.type(a * KW)
+        dm, dk = T_M + a % 2, (T_WIN if a == KH - 1 else T_K + a % 2)
+        if a == 0:
+            for q in range(n):
+                v, k = T[T_HM, ra + q], T[T_HK, ra + q]
+                T[dm, q] = v
+                T[dk, q] = k  # tap a*KW + e with a = 0
         else:
-            pm, pk = FOLD + (s - 1) % 2, TAPS + (s - 1) % 2
-            for j in range(n):
-                v, m, k, pk_ = T[HM, at + j], S[pm, j], T[HK, at + j], S[pk, j]
+            pm, pk = T_M + (a + 1) % 2, T_K + (a + 1) % 2
+            for q in range(n):
+                v, m, k, kp = T[T_HM, ra + q], T[pm, q], T[T_HK, ra + q], T[pk, q]
                 take = (v > m) | (v != v)
-                S[dm, j] = v if take else m
-                S[dk, j] = k + shift if take else pk_
+                T[dm, q] = v if take else m
+                T[dk, q] = k + shift if take else kp
 
 
 @helper
-def _max_bwd_plane(gp, xp, dp, S, P, T, Wq, sh, sw, ph, pw, dh, dw, KW, rtaps, first_col, tap_at):
-    """One plane of the max backward: dp = dout's values gp added at each window's maximum. tap_at[k]: tap
-    k's offset from its window's tap 0 in the flat plane (a table: an integer division per output costs
-    more than the rest of the backward)."""
+def _max_bwd_plane(gp, xp, dp, P, T, plane_row, row_at, Wq, L, sh, sw, ph, pw, dw, KW, KH, first_tap,
+                        first_col, tap_at):
+    """One plane of the max backward: dp = dout's values gp added at each window's maximum. tap_at: each
+    tap's offset in the flat plane (a table: an integer division per output costs more than the rest)."""
     H, W = xp.shape
     Ho, Wo = gp.shape
-    off, row = max(pw, 0), Wq * sw
-    for r in range(H):
-        at = max(r * row + off, 0)
-        for w in range(W):
-            P[at + w] = xp[r, w]
-    _row_argmax(P, T, H * Wq, sw, dw, KW)
+    _load_plane(xp, P, plane_row)
+    _cols_argmax(P, T, L, sw, dw, KW)
+    _rows_argmax(T, Ho * Wq, row_at, KH, KW)
     dflat = dp.reshape(H * W)
-    dflat[:] = 0
+    for f in range(H * W):
+        dflat[f] = 0
     for i in range(Ho):
-        a0, a1 = rtaps[0, i], rtaps[1, i]
-        _window_argmax(T, S, Wq, i * sh - ph, dh, a0, a1, KW, Wo)
         at = (i * sh - ph) * W - pw  # window (i, 0)'s tap 0 in the flat plane (may be outside it)
         for j in range(Wo):
-            k = int(S[WIN, j])
+            k = int(T[T_WIN, i * Wq + j])
             if k < 0:  # every in-bounds element is -inf: the first one takes the gradient
-                if a1 <= a0 or first_col[j] < 0:
+                if first_tap[i] < 0 or first_col[j] < 0:
                     continue
-                k = a0 * KW + first_col[j]
-            dflat[at + j * sw + tap_at[k]] += gp[i, j]
+                k = first_tap[i] * KW + first_col[j]
+            # an in-bounds tap, so the index is not negative: unsigned, it skips numba's wraparound
+            dflat[np.uintp(at + j * sw + tap_at[k])] += gp[i, j]
 
 
 @kernel
-def _max_bwd(dout, x, dx, sh, sw, ph, pw, KH, KW, dh, dw, rtaps, first_col, tap_at, width, Wq, ctr):
-    N, C, H = x.shape[0], x.shape[1], x.shape[2]
+def _max_bwd(dout, x, dx, sizes, plane_row, row_at, first_tap, first_col, tap_at, ctr):
+    # sizes: the geometry's and the plan's sizes in one array (see max_pool2d_backward): a call of many
+    # arguments leaves a tuple of that length in CPython's free list, which the leak test would count
+    sh, sw, ph, pw, dw, KH, KW, Wq, L, plane_len = (sizes[0], sizes[1], sizes[2], sizes[3], sizes[4],
+                                                    sizes[5], sizes[6], sizes[7], sizes[8], sizes[9])
+    N, C = x.shape[0], x.shape[1]
     ntasks = N * C
     for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
-        S = np.empty((WIN + 1, width), x.dtype)
-        # the padded plane, with a row of slack for the taps of the last row's unused windows; its
-        # padding stays -inf: only each row's input columns are ever written
-        P = np.full((H + 1) * Wq * sw, -np.inf, x.dtype)
-        T = np.empty((HK + 1, H * Wq), x.dtype)
+        P = np.full(plane_len, -np.inf, x.dtype)  # the padding stays -inf
+        T = np.empty((T_ROWS, L), x.dtype)
         cur = claims_start()
         while claims_next(ctr, ntasks, tslot, cur):
             for p in range(cur[0], cur[1]):
                 n, c = p // C, p % C
-                _max_bwd_plane(dout[n, c], x[n, c], dx[n, c], S, P, T, Wq, sh, sw, ph, pw, dh, dw, KW,
-                               rtaps, first_col, tap_at)
+                _max_bwd_plane(dout[n, c], x[n, c], dx[n, c], P, T, plane_row, row_at, Wq, L, sh, sw, ph, pw,
+                               dw, KW, KH, first_tap, first_col, tap_at)
 
 
 @helper
@@ -386,10 +427,9 @@ def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
 @_quiet
 def max_pool2d_backward(dout: np.ndarray, x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     dx = fresh(x.shape, x.dtype)
-    rtaps = _row_taps(g.H, g.KH, g.sh, g.ph, g.dh, g.Ho)
-    tap_at = np.add.outer(np.arange(g.KH) * g.dh * g.W, np.arange(g.KW) * g.dw).ravel()
-    launch(_max_bwd, dout, x, dx, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, rtaps, _first_cols(g),
-           tap_at.astype(np.intp), _padded_width(g), _plane_windows(g), counter())
+    p = _pool_plan(g)
+    sizes = np.array([g.sh, g.sw, g.ph, g.pw, g.dw, g.KH, g.KW, p.Wq, p.L, p.plane_len], np.intp)
+    launch(_max_bwd, dout, x, dx, sizes, p.plane_row, p.row_at, p.first_tap, p.first_col, p.tap_at, counter())
     return dx
 
 
