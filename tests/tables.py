@@ -85,6 +85,9 @@ POOL_CASES = [
     ((1, 2, 5, 75), dict(kernel_size=3, stride=1, padding=1), "both"),
     ((2, 3, 12, 70), dict(kernel_size=3, stride=2, padding=1), "both"),
     ((1, 2, 9, 68), dict(kernel_size=2, stride=3, dilation=2), "max"),
+    # windows two columns wide that tile the input (the max backward writes dx directly), with a row and
+    # a column no window reaches
+    ((2, 2, 7, 41), dict(kernel_size=(3, 2)), "max"),
 ]
 
 
