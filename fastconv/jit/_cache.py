@@ -228,12 +228,15 @@ _noted = threading.Event()
 
 
 def _note() -> str:
+    import numba
+
     from ._isa import target_isa
 
     try:
         import llvmlite.binding as llvm
 
-        cpu = llvm.get_host_cpu_name()
+        # the CPU numba compiles for: NUMBA_CPU_NAME's (bench/avx2.py sets haswell), else the host
+        cpu = numba.config.CPU_NAME or llvm.get_host_cpu_name()
     except Exception:  # pragma: no cover
         cpu = "this CPU"
     loc = location()
