@@ -117,7 +117,7 @@ from fastconv import _bench, _suite
 from fastconv.jit import pool
 layer = next(la for la in _suite.POOL_LAYERS if la.name == "pool2")
 _bench.pool_calls("max_pool2d", layer, np.dtype("float32"), "jit")[1]()
-print(sum(sum(k.stats.cache_misses.values()) for k in (pool._max_fwd, pool._max_bwd)))
+print(sum(sum(k.stats.cache_misses.values()) for k in (pool._fwd, pool._max_bwd)))
 """], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.split() == ["0"], res.stderr
 

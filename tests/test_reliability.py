@@ -134,7 +134,7 @@ CACHE_PROBE = """
     x = np.random.default_rng(0).standard_normal((2, 3, 8, 8)).astype(np.float32)
     out = fastconv.max_pool2d_forward(x, 2, method="jit")
     assert out.shape == (2, 3, 4, 4)
-    stats = pool._max_fwd.stats
+    stats = pool._fwd.stats
     print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 

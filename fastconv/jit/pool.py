@@ -170,32 +170,26 @@ def _pool_plane(op, xp, op_, S, sh, sw, ph, pw, dh, dw, KW, rtaps, divisor):
 
 
 @kernel
-def _max_fwd(x, out, sh, sw, ph, pw, KH, KW, dh, dw, rtaps, width, ctr):
-    N, C = x.shape[0], x.shape[1]
-    ntasks = N * C
-    none = np.empty((1, 1), x.dtype)  # no divisor
-    for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
-        S = np.empty((FOLD + 2, width), x.dtype)
-        S[PAD, :] = -np.inf  # the padding columns stay -inf: only S[PAD, pw:pw + W] is ever written
-        cur = claims_start()
-        while claims_next(ctr, ntasks, tslot, cur):
-            for p in range(cur[0], cur[1]):
-                _pool_plane(MAX, x[p // C, p % C], out[p // C, p % C], S, sh, sw, ph, pw, dh, dw, KW,
-                            rtaps, none)
-
-
-@kernel
-def _avg_fwd(x, out, sh, sw, ph, pw, KH, KW, rtaps, width, divisor, ctr):
+def _fwd(op, x, out, sizes, rtaps, divisor, ctr):
+    # One kernel for both pools (op MAX or SUM): each kernel's compile re-optimizes the helpers it calls,
+    # so two kernels over the same _pool_plane cost about 6 s more than one. sizes: the geometry's sizes in
+    # one array (a call of many arguments leaves a tuple of that length in CPython's free list, which the
+    # leak test would count).
+    sh, sw, ph, pw, KW, dh, dw, width = (sizes[0], sizes[1], sizes[2], sizes[3], sizes[4], sizes[5],
+                                         sizes[6], sizes[7])
     N, C = x.shape[0], x.shape[1]
     ntasks = N * C
     for tslot in prange(ctr[1]):  # one iteration per thread: its own share, then the others'
         S = np.empty((FOLD + 2, width), x.dtype)
-        S[PAD, :] = 0  # the padding columns stay 0
+        # the padding columns stay -inf (max) or 0 (average): only S[PAD, pw:pw + W] is ever written
+        fill = -np.inf if op == MAX else 0.0
+        for w in range(width):
+            S[PAD, w] = fill
         cur = claims_start()
         while claims_next(ctr, ntasks, tslot, cur):
             for p in range(cur[0], cur[1]):
-                _pool_plane(SUM, x[p // C, p % C], out[p // C, p % C], S, sh, sw, ph, pw, 1, 1, KW,
-                            rtaps, divisor)
+                _pool_plane(op, x[p // C, p % C], out[p // C, p % C], S, sh, sw, ph, pw, dh, dw, KW, rtaps,
+                            divisor)
 
 
 # The max backward works on a whole plane in one loop per pass (see PoolPlan); its fold scratch T has
@@ -415,12 +409,15 @@ def _avg_bwd(dout, dx, sh, sw, ph, pw, KH, KW, rtaps, width, divisor, ctr):
                 _avg_bwd_plane(dout[p // C, p % C], dx[p // C, p % C], S, sh, sw, ph, pw, KW, rtaps, divisor)
 
 
+def _fwd_sizes(g: PoolGeometry) -> np.ndarray:
+    return np.array([g.sh, g.sw, g.ph, g.pw, g.KW, g.dh, g.dw, _padded_width(g)], np.intp)
+
+
 @_quiet
 def max_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
     rtaps = _row_taps(g.H, g.KH, g.sh, g.ph, g.dh, g.Ho)
-    launch(_max_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, g.dh, g.dw, rtaps, _padded_width(g),
-           counter())
+    launch(_fwd, MAX, x, out, _fwd_sizes(g), rtaps, np.empty((1, 1), x.dtype), counter())  # no divisor
     return out
 
 
@@ -454,8 +451,7 @@ def _divisor(g: PoolGeometry, dtype: np.dtype) -> np.ndarray:
 def avg_pool2d_forward(x: np.ndarray, g: PoolGeometry) -> np.ndarray:
     out = fresh((g.N, g.C, g.Ho, g.Wo), x.dtype)
     rtaps = _row_taps(g.H, g.KH, g.sh, g.ph, 1, g.Ho)
-    launch(_avg_fwd, x, out, g.sh, g.sw, g.ph, g.pw, g.KH, g.KW, rtaps, _padded_width(g),
-           _divisor(g, x.dtype), counter())
+    launch(_fwd, SUM, x, out, _fwd_sizes(g), rtaps, _divisor(g, x.dtype), counter())
     return out
 
 
