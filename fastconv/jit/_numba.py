@@ -68,9 +68,10 @@ def inline(fn: Callable[..., Any]) -> Any:
 
 
 def helper(fn: Callable[..., Any]) -> Any:
-    """A serial function the kernels call, compiled once per signature and shared by every kernel that
-    calls it (an inline helper is compiled again into each caller: slower to compile, for code that
-    needs its constant arguments folded)."""
+    """A serial function the kernels call: typed and lowered once per signature for every kernel that
+    calls it (an inline helper is compiled again into each caller, for code that needs its constant
+    arguments folded). numba still links its code into each caller and optimizes it again there, so a
+    large helper costs LLVM time in every kernel that calls it (docs/pools.md, "Compile time")."""
     return numba.njit(fastmath=set(FASTMATH), error_model="numpy", nogil=True)(fn)
 
 

@@ -194,7 +194,9 @@ def _fwd(op, x, out, sizes, rtaps, divisor, ctr):
 
 # The max backward works on a whole plane in one loop per pass (see PoolPlan); its fold scratch T has
 # these rows, each L long: two rows of maxima and two of taps that the folds alternate between, each
-# window's column fold (maximum and tap), and each output window's tap.
+# window's column fold (maximum and tap), and each output window's tap. Like S, P and T are allocated
+# inside the prange body on purpose: its loop runs once per thread (not per task), and each thread's
+# scratch then has a reference count of its own.
 T_M, T_K, T_HM, T_HK, T_WIN = 0, 2, 4, 5, 6
 T_ROWS = 7
 
@@ -202,12 +204,12 @@ T_ROWS = 7
 class PoolPlan(NamedTuple):
     """The plane layout of one pooling geometry.
 
-    The padded plane P holds the input with its padding (-inf for max, 0 for average) in rows Wq * sw
-    long, Wq >= Wo being the windows a row holds, so window j of padded row t starts at P[(t*Wq + j)*sw]
-    and one loop of L iterations folds the columns of every window of every row. The rows are stored by
-    phase: padded row r' = r + ph at slot (r' % sh) * ns + r' // sh. Then tap a of output row i, padded
-    row i*sh + a*dh, is at slot row_at[a] / Wq + i, and one loop of Lo = Ho * Wq iterations folds tap a of
-    every window: the column folds of window (i, j) for tap a are at row_at[a] + i*Wq + j.
+    The padded plane P holds the input with its padding (-inf) in rows Wq * sw long, Wq >= Wo being the
+    windows a row holds, so window j of padded row t starts at P[(t*Wq + j)*sw] and one loop of L
+    iterations folds the columns of every window of every row. The rows are stored by phase: padded row
+    r' = r + ph at slot (r' % sh) * ns + r' // sh. Then tap a of output row i, padded row i*sh + a*dh, is
+    at slot row_at[a] / Wq + i, and one loop of Lo = Ho * Wq iterations folds tap a of every window: the
+    column folds of window (i, j) for tap a are at row_at[a] + i*Wq + j.
     """
 
     Wq: int  # windows per padded row (>= Wo; the others are computed and never used)
@@ -223,15 +225,14 @@ class PoolPlan(NamedTuple):
 
 def _first_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.ndarray:
     """(out_size,): for each output position along one axis, the first tap of its window that falls inside
-    the input (tap t reads input index o*s + t*d - p), or -1 if none does."""
-    base = np.arange(out_size) * s - p
-    first = np.maximum(-(base // d), 0)  # ceil(-base / d): the first tap at index >= 0
-    inside = (first < k) & (base + first * d < size)
-    return np.where(inside, first, -1).astype(np.intp)
+    the input, or -1 if none does (_row_taps' first, where its range is not empty)."""
+    first, end = _row_taps(size, k, s, p, d, out_size)
+    return np.where(first < end, first, -1).astype(np.intp)
 
 
 def _pool_plan(g: PoolGeometry) -> PoolPlan:
-    Wq = -(-max(g.pw + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1) // g.sw)
+    """The max backward's plane layout for geometry g (see PoolPlan)."""
+    Wq = -(-_padded_width(g) // g.sw)  # a padded row holds every column a window reaches
     Hp = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1  # padded rows the windows reach
     ns = -(-Hp // g.sh)  # slots per row phase
     r = np.arange(g.H) + g.ph
@@ -326,7 +327,7 @@ def _rows_argmax(T, n, row_at, KH, KW):
 
 @helper
 def _max_bwd_plane(gp, xp, dp, P, T, plane_row, row_at, Wq, L, sh, sw, ph, pw, dw, KW, KH, first_tap,
-                        first_col, tap_at):
+                   first_col, tap_at):
     """One plane of the max backward: dp = dout's values gp added at each window's maximum. tap_at: each
     tap's offset in the flat plane (a table: an integer division per output costs more than the rest)."""
     H, W = xp.shape
