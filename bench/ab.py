@@ -29,9 +29,9 @@ def peer() -> None:
     import numpy as np
 
     from fastconv import _bench
-    from fastconv._suite import CONV_LAYERS, POOL_LAYERS
+    from fastconv._suite import ALL_CONV_LAYERS, POOL_LAYERS
 
-    layers = {layer.name: layer for layer in CONV_LAYERS + POOL_LAYERS}
+    layers = {layer.name: layer for layer in ALL_CONV_LAYERS + POOL_LAYERS}
     calls: dict = {}
     print("ready", flush=True)
     for line in sys.stdin:

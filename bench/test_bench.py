@@ -1,5 +1,6 @@
-"""pytest-benchmark over the registry: every op x every available method (and auto) x the layer suite,
-forward and forward+backward, with PyTorch as a peer row timed in its own process.
+"""pytest-benchmark over the registry: every op x every available method (and auto) x the layer suite and
+the shape classes (_suite.SHAPE_LAYERS), forward and forward+backward, with PyTorch as a peer row timed in
+its own process.
 
 Groups are named op|layer|dtype|pass. naive runs only on the smallest conv layer (seconds, not hours).
 """
@@ -18,7 +19,7 @@ SMALL = ("seed001",)  # naive on a pool layer takes over 15 s
 CASES = [
     (op, layer, method)
     for op in ("conv2d", "max_pool2d", "avg_pool2d")
-    for layer in (_suite.CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS)
+    for layer in (_suite.ALL_CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS)
     for method in _bench.methods_for(op, include_naive=True)
     if method != "naive" or layer.name in SMALL
 ]

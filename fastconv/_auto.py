@@ -30,6 +30,14 @@ project's 2-core AVX-512 machines (float32 and float64):
   launch, matched or beat im2col's fold. (Before that, auto took strided layers' dw, and at times their
   dx, from im2col.)
 
+- narrow output rows: where the jit forward's channel tile computes at least 1.5 columns per output
+  column (``column_waste``: 17-wide rows in 16-column tiles, 32 / 17), im2col's forward and dx with the
+  jit dw. Measured on an AMD Zen 1 (AVX2), float32, best of 7, ms, jit against im2col forward and
+  jit against (im2col dx, jit dw) backward: Inception's 1x7 at 17x17 (k1x7) 30.3 / 21.6 and 44.0 / 39.8,
+  7x1 30.7 / 22.8 and 46.9 / 39.0; the odd small shape (6 columns) 0.15 / 0.17 and 0.66 / 0.42. lenet's
+  24 columns (1.33) keep the jit kernels, 2.8x PyTorch's speed there. Depthwise convs' row tiles are
+  faster than im2col at any width and are left out (docs/shapes.md).
+
 Pools always use jit.
 """
 
@@ -43,6 +51,7 @@ from ._params import ConvGeometry
 
 SMALL_FLOPS = 30e6  # below this (seed001: 18 MFLOP), the jit kernels: launches and calls dominate
 STACKED_CHANNELS = 128  # output channels per group from which the float64 forward takes im2col
+COLUMN_WASTE = 1.5  # columns the jit forward's tile computes per output column, from which im2col runs
 
 
 def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str, methods: dict[str, Any]
@@ -60,6 +69,9 @@ def _conv_choice(g: ConvGeometry, dtype: np.dtype, direction: str, methods: dict
         stacks = methods["im2col"].hook("stacks_gemms") if "im2col" in methods else None
         if stacks is not None and stacks(g, dtype):
             return "im2col" if direction == "forward" else ("im2col", "jit")
+    waste = methods["jit"].hook("column_waste") if "jit" in methods else None
+    if waste is not None and waste(g, dtype) >= COLUMN_WASTE:
+        return "im2col" if direction == "forward" else ("im2col", "jit")
     return "jit"
 
 

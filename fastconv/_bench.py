@@ -42,13 +42,17 @@ def gemm_ceiling(dtype: np.dtype, n: int = 1536) -> float:
 # ------------------------------------------------------------------------------------ calls to time
 def conv_calls(layer: ConvLayer, dtype: np.dtype, method: str, n: int | None = None,
                f: int | None = None) -> tuple[Callable[[], Any], Callable[[], Any]]:
-    """(forward, forward + backward) of one suite layer; n, f take a slice (for naive)."""
+    """(forward, forward + backward) of one suite layer; n, f take a slice (for naive; f filters of a
+    grouped layer are whole groups)."""
     x, w, b, dout = layer.arrays(dtype)
     if n is not None:
         x, dout = x[:n], dout[:n]
+    kw = layer.kwargs
     if f is not None:
         w, b, dout = w[:f], b[:f], dout[:, :f]
-    kw = layer.kwargs
+        if layer.groups > 1:  # f filters are whole groups: keep those groups' input channels
+            keep = f // (layer.F // layer.groups)
+            x, kw = x[:, :keep * (layer.C // layer.groups)], {**kw, "groups": keep}
 
     def fwd():
         return _api.conv2d_forward(x, w, b, method=method, **kw)
@@ -139,7 +143,8 @@ def bench_layer(op: str, layer: ConvLayer | PoolLayer, dtype: np.dtype, methods:
             calls[m], scale[m] = conv_calls(layer, dtype, m), 1.0  # type: ignore[arg-type]
         elif m == "naive":  # its time grows with the number of windows: time a slice and scale
             if op == "conv2d":
-                f = min(2, layer.F)  # type: ignore[union-attr]
+                groups, F = layer.groups, layer.F  # type: ignore[union-attr]
+                f = min(2, groups) * (F // groups) if groups > 1 else min(2, F)
                 calls[m] = conv_calls(layer, dtype, m, 1, f)  # type: ignore[arg-type]
                 scale[m] = layer.N * layer.F / f  # type: ignore[union-attr]
             else:

@@ -38,7 +38,8 @@ def items(dtypes: list[str], layers: list[str] | None = None) -> list[Item]:
     found = []
     for dtype in dtypes:
         for op in OPS:
-            kind = _suite.CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS
+            convs = _suite.ALL_CONV_LAYERS if layers else _suite.CONV_LAYERS  # the shapes when named
+            kind = convs if op == "conv2d" else _suite.POOL_LAYERS
             for layer in kind:
                 if layers and layer.name not in layers:
                     continue
@@ -57,7 +58,7 @@ def run_item(item: Item) -> float:
     t0 = time.perf_counter()
     dtype = np.dtype(item.dtype)
     if item.op == "conv2d":
-        layer = next(la for la in _suite.CONV_LAYERS if la.name == item.layer)
+        layer = next(la for la in _suite.ALL_CONV_LAYERS if la.name == item.layer)
         _, fwdbwd = _bench.conv_calls(layer, dtype, item.method)
     else:
         pool = next(la for la in _suite.POOL_LAYERS if la.name == item.layer)

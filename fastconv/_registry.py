@@ -90,7 +90,7 @@ REGISTRY: dict[str, dict[str, Method]] = {
     "conv2d": {
         "naive": _entries("conv2d", "fastconv.naive"),
         "jit": _entries("conv2d", "fastconv.jit.conv", ("numba",),
-                        (*_GRADIENTS, "conv2d_bias_grad", "conv2d_backward_dw_db")),
+                        (*_GRADIENTS, "conv2d_bias_grad", "conv2d_backward_dw_db", "column_waste")),
         "im2col": _entries("conv2d", "fastconv.im2col.conv", ("numba",), (*_GRADIENTS, "stacks_gemms")),
     },
     "max_pool2d": {

@@ -24,11 +24,11 @@ def main() -> int:
         return 2
     import numpy as np
 
-    from ._suite import CONV_LAYERS, POOL_LAYERS
+    from ._suite import ALL_CONV_LAYERS, POOL_LAYERS
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    layers = {layer.name: layer for layer in (*CONV_LAYERS, *POOL_LAYERS)}
+    layers = {layer.name: layer for layer in (*ALL_CONV_LAYERS, *POOL_LAYERS)}
     cache: dict[tuple, tuple] = {}
     print("ready", torch.__version__, flush=True)
     for line in sys.stdin:
@@ -47,7 +47,8 @@ def main() -> int:
             x, w, b, dout = arrays
 
             def call(x=x, w=w, b=b, layer=layer):
-                return F.conv2d(x, w, b, stride=layer.stride, padding=layer.pad)
+                return F.conv2d(x, w, b, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+                                groups=layer.groups)
         else:
             x, dout = arrays
             fn = getattr(F, op)

@@ -20,14 +20,21 @@ def _say(msg: str) -> None:
 
 
 def _suite_layers(option: str) -> list[str]:
-    """The layer names of a --layers value (all of the suite's when empty), each checked."""
+    """The layer names of a --layers value (the suite's when empty; a set's name stands for its layers),
+    each checked."""
     from . import _suite
 
-    names = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
-    wanted = option.split(",") if option else names
-    for name in wanted:
-        if name not in names:
-            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)})")
+    suite = [layer.name for layer in (*_suite.CONV_LAYERS, *_suite.POOL_LAYERS)]
+    names = suite + [layer.name for layer in _suite.SHAPE_LAYERS]
+    wanted = []
+    for name in option.split(",") if option else suite:
+        if name in _suite.LAYER_SETS:
+            wanted += _suite.LAYER_SETS[name]
+        elif name in names:
+            wanted.append(name)
+        else:
+            raise CliError(f"--layers: unknown layer {name!r} ({', '.join(names)}; "
+                           f"or {', '.join(_suite.LAYER_SETS)})")
     return wanted
 
 
@@ -65,11 +72,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if op not in OPS:
             raise CliError(f"--ops: unknown op {op!r} ({', '.join(OPS)})")
     wanted = _suite_layers(args.layers)
-    conv_layers = [layer for layer in _suite.CONV_LAYERS if layer.name in wanted]
+    conv_layers = [layer for layer in _suite.ALL_CONV_LAYERS if layer.name in wanted]
     pool_layers = [layer for layer in _suite.POOL_LAYERS if layer.name in wanted]
     for op in ops:
         if not (conv_layers if op == "conv2d" else pool_layers):
-            kind = _suite.CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS
+            kind = _suite.ALL_CONV_LAYERS if op == "conv2d" else _suite.POOL_LAYERS
             raise CliError(f"--layers: none of {', '.join(wanted)} is a {op} layer "
                            f"({op}'s layers: {', '.join(layer.name for layer in kind)})")
     known = sorted({m for op in ops for m in _bench.methods_for(op, include_naive=True)})
@@ -326,7 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "once kernels are compiled)")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     b.add_argument("--ops", default=None, help="comma-separated ops to time (default: all)")
-    b.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
+    b.add_argument("--layers", default="", help="comma-separated layer names (default: the suite; "
+                                                "'shapes': the shape classes beyond it)")
     b.add_argument("--methods", default="", help="comma-separated methods (default: all available)")
     b.add_argument("--repeats", type=int, default=7,
                    help="interleaved timing rounds per layer (default 7; --quick: 3)")
@@ -342,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     k = sub.add_parser("compile", help="compile the kernels of the layer suite ahead of time, into the "
                                        "disk cache (what bench and a first call would compile)")
     k.add_argument("--dtype", choices=["float32", "float64"], default=None, help="default: both")
-    k.add_argument("--layers", default="", help="comma-separated layer names (default: the suite)")
+    k.add_argument("--layers", default="", help="comma-separated layer names (default: the suite; "
+                                                "'shapes': the shape classes beyond it)")
     k.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1),
                    help="worker processes compiling at once (default: the CPUs, at most 4)")
     k.set_defaults(func=cmd_compile)

@@ -108,12 +108,13 @@ def test_max_pool_windows_of_minus_inf_and_nan(method, dtype):
 
 @pytest.mark.parametrize("direction", ["forward", "backward"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_auto_choices(direction, dtype):
+def test_auto_choices(direction, dtype, avx2_tiles):
     """auto takes the jit kernels for float64 pointwise convs of 30 MFLOP or more, im2col's forward and dx
     with the jit dw for float32 ones, and im2col for smaller pointwise convs (plain GEMMs); for a large
     float64 conv with 128 output channels whose im2col forward stacks its kernel rows (down, res),
-    im2col's forward and dx with the jit dw; and the jit kernels for everything else (suite layers'
-    shapes: no arrays are made)."""
+    im2col's forward and dx with the jit dw, and the same for rows of 7 columns in float32 (16-column
+    tiles, see test_auto_narrow_rows); and the jit kernels for everything else (suite layers' shapes: no
+    arrays are made)."""
     from fastconv import _registry
     from fastconv._params import conv_geometry
 
@@ -123,18 +124,65 @@ def test_auto_choices(direction, dtype):
     pointwise = "jit" if dtype == np.float64 else "im2col" if direction == "forward" else split
     if dtype == np.float64:
         stacked = "im2col" if direction == "forward" else split
+    narrow = ("im2col" if direction == "forward" else split) if dtype == np.float32 else "jit"
+    four = "im2col" if direction == "forward" else split  # rows of 4 columns: narrow in both dtypes
     cases = [((32, 256, 14, 14), (256, 256, 1, 1), 1, 0, pointwise),  # pw
              ((8, 16, 8, 8), (32, 16, 1, 1), 1, 0, "im2col"),  # a small pointwise conv
              ((32, 64, 56, 56), (128, 64, 3, 3), 2, 1, stacked),  # down
              ((32, 128, 28, 28), (128, 128, 3, 3), 1, 1, stacked),  # res
              ((64, 64, 32, 32), (64, 64, 3, 3), 1, 1, "jit"),  # vgg: 64 output channels
-             ((32, 128, 14, 14), (128, 128, 3, 3), 2, 1, "jit"),  # 1 row of 8 wasted: not stacked
+             ((32, 128, 14, 14), (128, 128, 3, 3), 2, 1, narrow),  # 7 columns; 1 row of 8 wasted: not stacked
              ((10, 32, 14, 14), (16, 32, 3, 3), 1, 1, "jit"),  # seed001: small
-             ((2, 3, 8, 8), (4, 3, 1, 1), 2, 0, "jit")]  # a 1x1 kernel with a stride is not pointwise
+             ((2, 3, 8, 8), (4, 3, 1, 1), 2, 0, four)]  # a 1x1 kernel with a stride is not pointwise
     for xs, ws, stride, padding, want in cases:
         g = conv_geometry(xs, ws, stride, padding, 1, 1)
         want = table[want] if isinstance(want, str) else want
         assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), direction) == want, xs
+
+
+@pytest.fixture
+def avx2_tiles(monkeypatch):
+    """The tile pickers choose AVX2 tiles (16 float32 or 8 float64 columns) for the test's duration."""
+    from fastconv.jit import _isa
+    from fastconv.jit.conv import tiles
+
+    def clear():
+        for f in (_isa.target_isa, tiles.tiles, tiles.conv_tile, tiles.panel_tile, tiles.dw_chans_tile):
+            f.cache_clear()
+
+    monkeypatch.setenv("FASTCONV_ISA", "avx2")
+    clear()
+    yield
+    monkeypatch.delenv("FASTCONV_ISA")
+    clear()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_auto_narrow_rows(dtype, avx2_tiles):
+    """column_waste is the columns the forward's channel tile computes per output column (1.0 for row
+    tiles and pointwise convs), and auto takes im2col's forward and dx with the jit dw from 1.5."""
+    from fastconv import _auto, _registry
+    from fastconv._params import conv_geometry
+    from fastconv.jit.conv import column_waste
+
+    cols = 16 if dtype == np.float32 else 8  # the AVX2 channel tiles' columns
+    table = _registry.REGISTRY["conv2d"]
+    cases = [((16, 128, 17, 17), (128, 128, 1, 7), (0, 3), 1, -(-17 // cols) * cols / 17),  # k1x7
+             ((16, 128, 17, 17), (128, 128, 7, 1), (3, 0), 1, -(-17 // cols) * cols / 17),  # k7x1
+             ((32, 512, 7, 7), (512, 512, 3, 3), 1, 1, cols / 7),  # ResNet's last stage
+             ((128, 1, 28, 28), (20, 1, 5, 5), 0, 1, 32 / 24 if dtype == np.float32 else 1.0),  # lenet
+             ((8, 144, 56, 56), (144, 1, 3, 3), 1, 144, 1.0),  # depthwise: row tiles
+             ((8, 64, 5, 3), (64, 64, 1, 1), 0, 1, 1.0)]  # pointwise: flattened rows
+    for xs, ws, padding, groups, waste in cases:
+        g = conv_geometry(xs, ws, 1, padding, 1, groups)
+        assert column_waste(g, np.dtype(dtype)) == pytest.approx(waste), (xs, ws)
+        if g.pointwise or (dtype == np.float64 and g.Fg >= _auto.STACKED_CHANNELS):
+            continue  # their own rules (test_auto_choices)
+        narrow = waste >= 1.5
+        assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), "forward") == (
+            table["im2col"] if narrow else table["jit"]), (xs, ws)
+        want = _registry.SplitBackward(table["im2col"], table["jit"]) if narrow else table["jit"]
+        assert _registry.resolve("conv2d", "auto", g, np.dtype(dtype), "backward") == want, (xs, ws)
 
 
 @pytest.mark.parametrize("kw,dtype,k", [(dict(padding=1), np.float64, 3),

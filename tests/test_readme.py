@@ -48,6 +48,22 @@ def test_layer_table_is_the_suite():
         assert rows[la.name] == [str(v) for v in expected], la.name
 
 
+def test_shape_table_is_the_shape_classes():
+    from fastconv import _suite
+
+    rows = {}
+    for line in README.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0] in {la.name for la in _suite.SHAPE_LAYERS}:
+            rows[cells[0]] = cells
+    assert set(rows) == {la.name for la in _suite.SHAPE_LAYERS}
+    for la in _suite.SHAPE_LAYERS:
+        (kh, kw), (ph, pw) = la.kernel, la.padding
+        expected = [la.name, la.N, la.C, f"{la.H} x {la.W}", la.F, f"{kh} x {kw}", la.stride, f"{ph} x {pw}",
+                    la.dilation, la.groups]
+        assert rows[la.name] == [str(v) for v in expected], la.name
+
+
 def test_every_subcommand_is_documented():
     import argparse
 

@@ -32,8 +32,8 @@ from . import forward as _forward
 from .plan import DEFAULT, Plan
 from .tiles import dw_chans_tile, panel_tile
 
-__all__ = ["Plan", "conv2d_backward", "conv2d_backward_dw", "conv2d_backward_dw_db", "conv2d_backward_dx",
-           "conv2d_bias_grad", "conv2d_forward", "plan"]
+__all__ = ["Plan", "column_waste", "conv2d_backward", "conv2d_backward_dw", "conv2d_backward_dw_db",
+           "conv2d_backward_dx", "conv2d_bias_grad", "conv2d_forward", "plan"]
 
 
 def plan(g: ConvGeometry, dtype: np.dtype) -> Plan:
@@ -46,6 +46,17 @@ def plan(g: ConvGeometry, dtype: np.dtype) -> Plan:
         dx_tile = _dx.dx_tile(flat, dtype) if dx_phases(flat) else None
     return Plan(forward_tile=_forward.forward_tile(g, dtype), dx_tile=dx_tile,
                 dw_tile=dw_chans_tile(flat.Cg, flat.Fg, dtype))
+
+
+def column_waste(g: ConvGeometry, dtype: np.dtype) -> float:
+    """Columns the forward's channel tile computes per output column (1.0: none wasted; a 17-wide row
+    in 16-column tiles: 32 / 17), or 1.0 for other tiles (pointwise panels and flattened rows; a
+    depthwise conv's row tiles, which are faster than im2col whatever their width): the hook
+    method="auto" asks (see fastconv._auto)."""
+    tile = _forward.forward_tile(g, np.dtype(dtype))
+    if tile.family != "channels" or g.pointwise:
+        return 1.0
+    return -(-g.Wo // tile.cols) * tile.cols / g.Wo
 
 
 @_quiet
