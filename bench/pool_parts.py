@@ -17,6 +17,7 @@ import numpy as np
 
 from fastconv._params import pool_geometry
 from fastconv.jit import pool as PL
+from fastconv.jit.planes import load_plane
 
 
 @numba.njit
@@ -28,7 +29,7 @@ def _whole(gp, xp, dp, P, T, pr, ra, Wq, L, sh, sw, ph, pw, dw, KW, KH, ft, fc, 
 @numba.njit
 def _load(xp, P, pr, reps):
     for _ in range(reps):
-        PL._load_plane(xp, P, pr)
+        load_plane(xp, P, pr)
 
 
 @numba.njit

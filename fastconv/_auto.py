@@ -79,7 +79,10 @@ def choose(op: str, geometry: Any, dtype: np.dtype, methods: dict[str, Any], ava
            direction: str = "forward") -> str | tuple[str, str]:
     """The method for one call; for a conv2d backward pass possibly a pair (dx's method, dw's).
     methods: the op's registry entries; available: the names of those that can run here."""
-    pick = _conv_choice(geometry, dtype, direction, methods) if op == "conv2d" else "jit"
+    if op == "conv2d":  # only the methods that can run here answer questions (a hook imports its module)
+        pick = _conv_choice(geometry, dtype, direction, {k: m for k, m in methods.items() if k in available})
+    else:
+        pick = "jit"
     if isinstance(pick, str):
         return pick if pick in available else _fallback(available)
     dx, dw = (p if p in available else _fallback(available) for p in pick)

@@ -346,6 +346,37 @@ def test_jit_dw_reads_dout_rows_in_place_or_padded(size, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_jit_depthwise_dw_by_planes(dtype, rng, jit_launches):
+    """dw of convs with one input channel per group (depthwise, channel multipliers 1-3) takes the plane
+    kernel: with strides 1, 2, 3 and unequal ones, dilation, uneven padding, kernels of 1-7 columns (its
+    three-tap passes and their remainders) and non-finite inputs, whose products with the padding's zeros
+    naive forms too; it agrees with naive. A single group of one input channel keeps the other kernels."""
+    from fastconv.jit.conv import dw_planes
+
+    cases = [((2, 4, 6, 5), (4, 1, 3, 3), dict(padding=1, groups=4)),
+             ((2, 3, 5, 5), (6, 1, 2, 2), dict(stride=2, groups=3)),
+             ((2, 6, 9, 8), (6, 1, 3, 3), dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=6)),
+             ((2, 6, 9, 12), (6, 1, 3, 7), dict(padding=(1, 2), dilation=(2, 1), groups=6)),
+             ((1, 4, 11, 7), (12, 1, 3, 2), dict(stride=3, padding=2, groups=4)),
+             ((3, 5, 7, 7), (5, 1, 1, 4), dict(padding=(0, 3), groups=5)),
+             ((2, 8, 14, 14), (8, 1, 5, 5), dict(stride=2, padding=2, groups=8))]
+    for xs, ws, kw in cases:
+        g, x, w, _, dout = _operands(xs, ws, kw, dtype, rng)
+        _poison(x, rng)
+        assert dw_planes.applies(g)
+        jit_launches.clear()
+        got = jit_conv.conv2d_backward_dw(dout, x, g)
+        want = fastconv.conv2d_backward(dout, x, w, method="naive", **kw)[1]
+        assert_close(got, want, dtype, "dw")
+        assert jit_launches == [dw_planes._dw_planes], xs
+    g, x, _, _, dout = _operands((2, 1, 8, 8), (4, 1, 3, 3), {}, dtype, rng)
+    assert not dw_planes.applies(g)
+    jit_launches.clear()
+    jit_conv.conv2d_backward_dw(dout, x, g)
+    assert dw_planes._dw_planes not in jit_launches
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("chunk_bytes", [1, 20_000, 1 << 20])
 def test_jit_pointwise_dw_transposes_per_task(chunk_bytes, dtype, rng, jit_launches):
     """dw of a pointwise conv with 16+ input channels per group: each task transposes its own input

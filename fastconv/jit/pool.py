@@ -37,6 +37,7 @@ from .._params import PoolGeometry
 from .._quiet import quiet as _quiet
 from .._workspace import fresh
 from ._numba import claims_next, claims_start, counter, helper, inline, kernel, launch
+from .planes import load_plane, plane_layout
 
 MAX, SUM = 0, 1  # the fold of the forward pass: PyTorch's max rule, or a sum
 
@@ -202,14 +203,10 @@ T_ROWS = 7
 
 
 class PoolPlan(NamedTuple):
-    """The plane layout of one pooling geometry.
-
-    The padded plane P holds the input with its padding (-inf) in rows Wq * sw long, Wq >= Wo being the
-    windows a row holds, so window j of padded row t starts at P[(t*Wq + j)*sw] and one loop of L
-    iterations folds the columns of every window of every row. The rows are stored by phase: padded row
-    r' = r + ph at slot (r' % sh) * ns + r' // sh. Then tap a of output row i, padded row i*sh + a*dh, is
-    at slot row_at[a] / Wq + i, and one loop of Lo = Ho * Wq iterations folds tap a of every window: the
-    column folds of window (i, j) for tap a are at row_at[a] + i*Wq + j.
+    """The plane layout of one pooling geometry (jit/planes.py; the padding is -inf): one loop of L
+    iterations folds the columns of every window of every padded row, and one loop of Lo = Ho * Wq
+    iterations folds tap a of every window: the column folds of window (i, j) for tap a are at
+    row_at[a] + i*Wq + j.
     """
 
     Wq: int  # windows per padded row (>= Wo; the others are computed and never used)
@@ -232,29 +229,11 @@ def _first_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.
 
 def _pool_plan(g: PoolGeometry) -> PoolPlan:
     """The max backward's plane layout for geometry g (see PoolPlan)."""
-    Wq = -(-_padded_width(g) // g.sw)  # a padded row holds every column a window reaches
-    Hp = (g.Ho - 1) * g.sh + (g.KH - 1) * g.dh + 1  # padded rows the windows reach
-    ns = -(-Hp // g.sh)  # slots per row phase
-    r = np.arange(g.H) + g.ph
-    plane_row = np.where(r < Hp, ((r % g.sh) * ns + r // g.sh) * Wq * g.sw + g.pw, -1)
-    a = np.arange(g.KH) * g.dh
-    row_at = ((a % g.sh) * ns + a // g.sh) * Wq
+    lay = plane_layout(g.H, g.Ho, g.KH, g.sh, g.sw, g.ph, g.pw, g.dh, _padded_width(g))
     tap_at = np.add.outer(np.arange(g.KH) * g.dh * g.W, np.arange(g.KW) * g.dw).ravel()
-    return PoolPlan(Wq, g.sh * ns * Wq, g.Ho * Wq, (g.sh * ns + 1) * Wq * g.sw,
-                    plane_row.astype(np.intp), row_at.astype(np.intp),
+    return PoolPlan(lay.Wq, lay.L, lay.Lo, lay.plane_len, lay.plane_row, lay.row_at,
                     _first_taps(g.H, g.KH, g.sh, g.ph, g.dh, g.Ho),
                     _first_taps(g.W, g.KW, g.sw, g.pw, g.dw, g.Wo), tap_at.astype(np.intp))
-
-
-@inline
-def _load_plane(xp, P, plane_row):
-    """Copy the input plane's rows into the padded plane (rows no window reads are left out)."""
-    H, W = xp.shape
-    for r in range(H):
-        if plane_row[r] >= 0:
-            at = max(plane_row[r], 0)
-            for w in range(W):
-                P[at + w] = xp[r, w]
 
 
 @inline
@@ -332,7 +311,7 @@ def _max_bwd_plane(gp, xp, dp, P, T, plane_row, row_at, Wq, L, sh, sw, ph, pw, d
     tap's offset in the flat plane (a table: an integer division per output costs more than the rest)."""
     H, W = xp.shape
     Ho, Wo = gp.shape
-    _load_plane(xp, P, plane_row)
+    load_plane(xp, P, plane_row)
     _cols_argmax(P, T, L, sw, dw, KW)
     _rows_argmax(T, Ho * Wq, row_at, KH, KW)
     dflat = dp.reshape(H * W)

@@ -1,5 +1,6 @@
-"""The jit conv's dw: vectors of input channels where a group's input channels fill one (dw_chans), else
-vectors of output columns (``_dwp_tiles``), else (a zero-padded dout row would meet a non-finite input)
+"""The jit conv's dw: vectors of input channels where a group's input channels fill one (dw_chans), one
+input channel per group (depthwise) by planes (dw_planes), else vectors of output columns
+(``_dwp_tiles``), else (a zero-padded dout row would meet a non-finite input)
 tiles over taps (``_dw_tiles``). Each task owns a block of dw, or a chunk of the batch whose partial sums
 are added in a fixed order: dw is bitwise the same for any thread count.
 """
@@ -18,6 +19,7 @@ from ..._geometry import flat_pointwise, input_rows, tap_columns
 from ..._params import ConvGeometry
 from ..._workspace import scratch
 from .._numba import claims_next, claims_start, counter, inline, kernel, launch, stack_empty
+from . import dw_planes
 from .dw_chans import conv_dw_channels, conv_dw_pointwise
 from .packing import packed_input
 from .plan import DEFAULT, Plan
@@ -314,11 +316,14 @@ def _conv_dw_pixels(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndar
 
 
 def _conv_dw(dout: np.ndarray, x: np.ndarray, g: ConvGeometry, plan: Plan) -> np.ndarray:
-    """Vectors of input channels when there are enough of them; else vectors of output columns; else
-    (a padded dout row would meet a non-finite input) tiles over taps."""
+    """Vectors of input channels when there are enough of them; one input channel per group (depthwise):
+    dw_planes; else vectors of output columns; else (a padded dout row would meet a non-finite input)
+    tiles over taps."""
     tile = plan.dw_tile or dw_chans_tile(g.Cg, g.Fg, x.dtype)
     if tile is not None:
         return conv_dw_channels(dout, x, g, tile)
+    if dw_planes.applies(g):
+        return dw_planes.conv_dw_planes(dout, x, g)
     dw = _conv_dw_pixels(dout, x, g)
     if dw is not None:
         return dw
