@@ -28,6 +28,11 @@ class PlaneLayout(NamedTuple):
     row_at: np.ndarray  # (KH,): tap a's slot of output row 0, times Wq
 
 
+def padded_width(W: int, Wo: int, KW: int, sw: int, pw: int, dw: int) -> int:
+    """Columns of a padded row: the left padding, the input, and every column a window reaches."""
+    return max(pw + W, (Wo - 1) * sw + (KW - 1) * dw + 1)
+
+
 def plane_layout(H: int, Ho: int, KH: int, sh: int, sw: int, ph: int, pw: int, dh: int, width: int
                  ) -> PlaneLayout:
     """The layout of one geometry; width: the columns of a padded row (the left padding, the input and

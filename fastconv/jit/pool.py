@@ -37,7 +37,7 @@ from .._params import PoolGeometry
 from .._quiet import quiet as _quiet
 from .._workspace import fresh
 from ._numba import claims_next, claims_start, counter, helper, inline, kernel, launch
-from .planes import load_plane, plane_layout
+from .planes import load_plane, padded_width, plane_layout
 
 MAX, SUM = 0, 1  # the fold of the forward pass: PyTorch's max rule, or a sum
 
@@ -57,8 +57,8 @@ def _row_taps(size: int, k: int, s: int, p: int, d: int, out_size: int) -> np.nd
 
 
 def _padded_width(g: PoolGeometry) -> int:
-    """Columns of a padded row: the left padding, the input, and every column a window reaches."""
-    return max(g.pw + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1)
+    """Columns of a padded row (planes.padded_width)."""
+    return padded_width(g.W, g.Wo, g.KW, g.sw, g.pw, g.dw)
 
 
 # Rules the loops below keep, for LLVM to vectorize them (measured on an AMD Zen 1; docs/pools.md):

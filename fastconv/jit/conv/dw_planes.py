@@ -24,7 +24,7 @@ from numba import prange
 
 from ..._params import ConvGeometry
 from .._numba import claims_next, claims_start, counter, helper, kernel, launch
-from ..planes import load_plane, plane_layout
+from ..planes import load_plane, padded_width, plane_layout
 from .db import row_sum
 
 
@@ -112,7 +112,7 @@ def _dw_planes(dout, x, dwf, sizes, plane_row, row_at, ctr):
 
 def conv_dw_planes(dout: np.ndarray, x: np.ndarray, g: ConvGeometry) -> np.ndarray:
     """dw of a conv where applies(g)."""
-    width = max(g.pl + g.W, (g.Wo - 1) * g.sw + (g.KW - 1) * g.dw + 1)
+    width = padded_width(g.W, g.Wo, g.KW, g.sw, g.pl, g.dw)
     lay = plane_layout(g.H, g.Ho, g.KH, g.sh, g.sw, g.pt, g.pl, g.dh, width)
     dwf = np.empty((g.F, g.KH * g.KW), x.dtype)
     sizes = np.array([g.Fg, lay.Wq, g.sw, g.dw, g.KH, g.KW, lay.plane_len], np.intp)
